@@ -16,8 +16,14 @@ from typing import Any
 from tunesmith.errors import ModelError
 from tunesmith.models.registry import ModelRef, prepare, resolve
 
-DTYPES = {"float32": "float32", "fp32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
-          "fp16": "float16", "float16": "float16"}
+DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "fp16": "float16",
+    "float16": "float16",
+}
 
 
 def pick_device(device: str | None = None) -> Any:
@@ -30,8 +36,9 @@ def pick_device(device: str | None = None) -> Any:
     except RuntimeError:
         raise ModelError(f"unknown device '{device}'", hint="use auto, cpu or cuda[:N]") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError("device 'cuda' was asked for but no CUDA GPU is available",
-                         hint="use --device cpu")
+        raise ModelError(
+            "device 'cuda' was asked for but no CUDA GPU is available", hint="use --device cpu"
+        )
     return dev
 
 
@@ -77,9 +84,7 @@ def load_tokenizer(path: str | Path) -> Any:
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     if not getattr(tok, "chat_template", None):
-        raise ModelError(
-            f"model at {path} has no chat template", hint="use an instruct/chat model"
-        )
+        raise ModelError(f"model at {path} has no chat template", hint="use an instruct/chat model")
     return tok
 
 
@@ -117,13 +122,20 @@ def load_model(
     path = prepare(ref, progress=progress)
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
-    tokenizer = load_tokenizer(path)
+    # An adapter dir carries the tokenizer and chat template it was trained with.
+    adapter = ref.adapter
+    has_tok = adapter is not None and (adapter / "tokenizer_config.json").is_file()
+    tokenizer = load_tokenizer(adapter if has_tok and adapter else path)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(path), dtype=dt, trust_remote_code=False, use_safetensors=True, **kwargs
         )
     except OSError as exc:
         raise ModelError(f"could not load model from {path}: {exc}".splitlines()[0]) from None
+    if ref.adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(ref.adapter), is_trainable=False)
     model.to(dev)
     model.eval()
     return LoadedModel(model, tokenizer, ref, path, dev, dt)

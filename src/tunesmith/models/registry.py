@@ -48,9 +48,11 @@ class ModelRef:
     """A resolved model name. `path` is a loadable HF directory once `prepare()` has run."""
 
     name: str
-    kind: Literal["alias", "hf_dir", "gguf", "hub"]
+    kind: Literal["alias", "hf_dir", "gguf", "hub", "adapter"]
     path: Path | None  # HF dir (hf_dir, prepared alias/gguf) or the .gguf file
     source: Path | None = None  # the GGUF behind an alias or gguf ref
+    adapter: Path | None = None  # a peft adapter dir to attach to `base`
+    base: ModelRef | None = None  # for kind "adapter": the model the adapter was trained on
 
 
 def tunesmith_home() -> Path:
@@ -114,8 +116,13 @@ def resolve(name: str | os.PathLike[str]) -> ModelRef:
         return ModelRef(text, "alias", _cache_dir_for_gguf(gguf, text), source=gguf)
     path = Path(text).expanduser()
     if path.is_dir():
+        if (path / "final").is_dir() and (path / "manifest.json").is_file():
+            return resolve(path / "final")  # a tunesmith run directory
         if is_hf_dir(path):
             return ModelRef(text, "hf_dir", path.resolve())
+        if (path / "adapter_config.json").is_file():
+            base = resolve(adapter_base_name(path))
+            return ModelRef(text, "adapter", base.path, adapter=path.resolve(), base=base)
         raise ModelError(
             f"model directory '{text}' has no config.json",
             hint="pass a Hugging Face model directory, a .gguf file or an alias",
@@ -142,6 +149,27 @@ def resolve(name: str | os.PathLike[str]) -> ModelRef:
     )
 
 
+def adapter_base_name(adapter_dir: Path) -> str:
+    """The base model of a peft adapter: the run's manifest (the name the user gave, which
+    resolves on any machine) if the adapter sits in a run dir, else adapter_config.json."""
+    for manifest in (adapter_dir / "manifest.json", adapter_dir.parent / "manifest.json"):
+        if manifest.is_file():
+            try:
+                name = json.loads(manifest.read_text()).get("base_model")
+            except (OSError, ValueError):
+                name = None
+            if name:
+                return str(name)
+    try:
+        config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"unreadable adapter config in {adapter_dir}: {exc}") from None
+    name = config.get("base_model_name_or_path")
+    if not name:
+        raise ModelError(f"adapter {adapter_dir} does not name its base model")
+    return str(name)
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
         return False
@@ -156,7 +184,11 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def prepare(ref: ModelRef, progress: Callable[[str, float], None] | None = None) -> Path:
-    """Return a loadable HF directory for `ref`, converting or downloading it once if needed."""
+    """Return a loadable HF directory for `ref`, converting or downloading it once if needed.
+    For an adapter ref this is the base model's directory."""
+    if ref.kind == "adapter":
+        assert ref.base is not None
+        return prepare(ref.base, progress=progress)
     if ref.kind == "hf_dir":
         assert ref.path is not None
         return ref.path
@@ -298,14 +330,22 @@ def list_models() -> list[ModelInfo]:
             seen.add(ref.path)
             rows.append(
                 ModelInfo(
-                    alias.name, "alias", "cached", _dir_size(ref.path),
-                    _param_count(ref.path), str(ref.path),
+                    alias.name,
+                    "alias",
+                    "cached",
+                    _dir_size(ref.path),
+                    _param_count(ref.path),
+                    str(ref.path),
                 )
             )
         else:
             rows.append(
                 ModelInfo(
-                    alias.name, "alias", "not pulled", ref.source.stat().st_size, None,
+                    alias.name,
+                    "alias",
+                    "not pulled",
+                    ref.source.stat().st_size,
+                    None,
                     str(ref.source),
                 )
             )
