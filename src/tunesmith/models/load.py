@@ -117,7 +117,9 @@ def load_model(
 ) -> LoadedModel:
     """Load model + tokenizer for anything the registry resolves."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # our own progress display, not one bar per weight file
     ref = resolve(name)
     path = prepare(ref, progress=progress)
     dev = pick_device(device)
