@@ -1,1 +1,317 @@
-"""Placeholder until this area lands."""
+"""`tunesmith data ...`: validate, preview, convert and split data files.
+
+A thin layer over `tunesmith.api`; no torch/transformers imports here (keeps --help fast).
+`validate` exits 0 when the data is usable and 2 when it has errors, after printing all of them
+(the first `MAX_SHOWN`, then a count; `--json` prints the full report).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from tunesmith.cli.app import app, console, err_console
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+MAX_SHOWN = 50
+PROGRESS_MIN_BYTES = 2 << 20
+
+data_app = typer.Typer(
+    help="Check, preview, convert and split training data.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+
+FORMAT_HELP = (
+    "Force the input format (default: auto-detect): chat, alpaca, prompt_completion, "
+    "input_output, sharegpt, openai_dpo, preference."
+)
+
+
+@contextmanager
+def _progress(path: Path, enabled: bool):
+    """A rich progress bar on stderr for large files; yields the callback (or None)."""
+    try:
+        big = enabled and path.stat().st_size >= PROGRESS_MIN_BYTES
+    except OSError:
+        big = False
+    if not big:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn("[bold]checking[/] {task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    )
+    task = bar.add_task(path.name, total=1)
+    with bar:
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=max(total, 1))
+
+        yield update
+
+
+@data_app.command("validate")
+def validate_cmd(
+    file: Path = typer.Argument(..., help="Training data (.jsonl, .json, .csv, .parquet)."),
+    model: str = typer.Option(
+        DEFAULT_MODEL, "--model", "-m", help="Model whose chat template and tokenizer count tokens."
+    ),
+    max_seq_len: int = typer.Option(
+        2048, "--max-seq-len", min=8, help="Longest example, in tokens."
+    ),
+    val: Path | None = typer.Option(None, "--val", help="Validation file (checked for overlap)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    format: str | None = typer.Option(None, "--format", help=FORMAT_HELP),
+    truncate: bool = typer.Option(
+        False, "--truncate", help="Cut over-long examples instead of rejecting them."
+    ),
+    train_on: str = typer.Option(
+        "assistant", "--train-on", help="Which tokens carry loss: assistant, last or all."
+    ),
+    no_tokens: bool = typer.Option(
+        False, "--no-tokens", help="Check structure only (no model, no token counts)."
+    ),
+) -> None:
+    """Check a data file before training. Exit 0 = usable, 2 = errors.
+
+    Reports every bad row (line, field, reason), warnings, token statistics (prompt vs
+    trained), the automatic hyperparameters and an estimate of the training time.
+    """
+    from tunesmith import api
+
+    with _progress(file, not as_json) as progress:
+        report = api.validate_data(
+            file,
+            model=None if no_tokens else model,
+            validation=val,
+            max_seq_len=max_seq_len,
+            truncate=truncate,
+            format=format,
+            train_on=train_on,
+            progress=progress,
+        )
+    if as_json:
+        typer.echo(report.to_json())
+    else:
+        print_report(report)
+    if not report.ok:
+        raise typer.Exit(2)
+
+
+def print_report(report: Any) -> None:
+    """Human-readable report: files, errors, warnings, summary, hyperparameters, estimate."""
+    for f in report.files:
+        label = "validation" if f.role == "validation" else "train"
+        style = "green" if f.rows_rejected == 0 else "red"
+        trunc = f", {f.truncated} truncated" if f.truncated else ""
+        console.print(
+            Text.assemble(
+                (f"{label}: ", "bold"),
+                f"{f.path}  format {f.format or '?'}  ",
+                (
+                    f"{f.rows_read} rows read, {f.rows_ok} ok, {f.rows_rejected} rejected{trunc}",
+                    style,
+                ),
+            )
+        )
+    _print_issues("error", report.errors, report.error_count, "red")
+    _print_issues("warning", report.warnings, report.warning_count, "yellow")
+    stats = report.stats or {}
+    if stats.get("examples"):
+        console.print(_stats_table(stats))
+        if stats.get("labels"):
+            labels = ", ".join(f"{k!r}: {v}" for k, v in stats["labels"].items())
+            console.print(Text(f"labels: {labels}"))
+    settings = report.settings or {}
+    if stats.get("tokens") is not None:
+        limit = settings.get("max_seq_len")
+        if settings.get("truncate"):
+            policy = f"cut to {limit} tokens (--truncate): {stats.get('truncated', 0)} truncated"
+        else:
+            policy = f"rejected (longer than {limit} tokens; --truncate cuts them instead)"
+        console.print(Text(f"over-long examples are {policy}; loss on: {settings.get('train_on')}"))
+    hp = report.hyperparameters
+    if hp:
+        console.print(
+            Text(
+                f"auto hyperparameters ({hp['adapter']}): {hp['epochs']} epochs × "
+                f"{hp['steps_per_epoch']} steps = {hp['total_steps']} steps; "
+                f"{hp['rows']} packed rows of {hp['max_seq_len']} tokens, batch "
+                f"{hp['batch_size']} × accumulation {hp['grad_accum']} "
+                f"(~{hp['examples_per_step']:g} examples/step); learning rate "
+                f"{hp['learning_rate']:g}"
+            )
+        )
+    est = report.estimate
+    if est:
+        console.print(
+            Text(
+                f"estimated training time on this machine: {_duration(est['seconds'])} "
+                f"({est['train_tokens']:,} tokens, {_count(est['n_params'])} parameters, "
+                f"{est['flops_per_second'] / 1e9:.0f} GFLOP/s measured)"
+            )
+        )
+    if report.ok:
+        console.print(Text("✓ the data is usable", style="bold green"))
+    else:
+        extra = (
+            " (or pass --truncate for over-long rows)" if "too_long" in report.error_codes else ""
+        )
+        console.print(
+            Text(
+                f"✗ {report.error_count} error(s): fix them before training{extra}",
+                style="bold red",
+            )
+        )
+
+
+def _print_issues(kind: str, issues: list[Any], total: int, style: str) -> None:
+    if not total:
+        return
+    console.print(Text(f"{total} {kind}{'s' if total != 1 else ''}:", style=f"bold {style}"))
+    for issue in issues[:MAX_SHOWN]:
+        where = issue.where + (f" [{issue.field}]" if issue.field else "")
+        hint = f" ({issue.hint})" if issue.hint else ""
+        console.print(
+            Text.assemble("  ", (where, style), f": {issue.message}{hint}"), soft_wrap=True
+        )
+    if total > MAX_SHOWN:
+        console.print(
+            Text(f"  ... and {total - MAX_SHOWN} more {kind}s (use --json for all)", style=style)
+        )
+
+
+def _stats_table(stats: dict[str, Any]) -> Table:
+    kind = " (preference pairs)" if stats.get("kind") == "preference" else ""
+    table = Table(title=f"{stats['examples']} examples{kind}", title_justify="left")
+    table.add_column("per example")
+    for col in ("min", "mean", "p50", "p95", "max", "total"):
+        table.add_column(col, justify="right")
+
+    def row(name: str, s: dict[str, Any] | None) -> None:
+        if s:
+            table.add_row(
+                name, *(f"{s[k]:g}" for k in ("min", "mean", "p50", "p95", "max")), f"{s['sum']:,}"
+            )
+
+    row("messages", stats.get("messages"))
+    tokens = stats.get("tokens") or {}
+    row("tokens", tokens.get("total"))
+    row("  prompt (no loss)", tokens.get("prompt"))
+    row("  trained", tokens.get("trained"))
+    return table
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"~{seconds:.0f} s"
+    if seconds < 5400:
+        return f"~{seconds / 60:.0f} min"
+    return f"~{seconds / 3600:.1f} h"
+
+
+@data_app.command("preview")
+def preview_cmd(
+    file: Path = typer.Argument(..., help="Data file."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model (chat template)."),
+    n: int = typer.Option(3, "--n", "-n", min=1, help="How many examples."),
+    format: str | None = typer.Option(None, "--format", help=FORMAT_HELP),
+    train_on: str = typer.Option("assistant", "--train-on", help="assistant, last or all."),
+    tokens: bool = typer.Option(False, "--tokens", help="Show token boundaries."),
+    plain: bool = typer.Option(
+        False, "--plain", help="Mark trained text with ⟦ ⟧ instead of colour."
+    ),
+) -> None:
+    """Render examples through the model's chat template and mark the tokens that carry loss."""
+    from tunesmith import api
+
+    previews = api.preview_data(
+        file, model=model, n=n, format=format, train_on=train_on, show_tokens=tokens
+    )
+    use_plain = plain or not console.is_terminal or console.no_color
+    if use_plain:
+        console.print(Text("legend: ⟦trained text⟧ carries loss; everything else is context"))
+    else:
+        console.print(
+            Text.assemble(
+                "legend: ", ("trained (carries loss)", "bold black on green"), "  context (no loss)"
+            )
+        )
+    for p in previews:
+        kind = "" if p.kind == "sft" else f" ({p.kind})"
+        console.print(
+            Text(f"── {p.source}{kind}: {p.n_tokens} tokens, {p.n_trained} trained", style="bold"),
+            soft_wrap=True,
+        )
+        if use_plain:
+            console.print(Text(p.marked()), soft_wrap=True)
+            continue
+        text = Text()
+        for i, (piece, trained) in enumerate(p.spans):
+            style = "bold black on green" if trained else ""
+            if tokens:
+                style += " underline" if i % 2 else ""
+            text.append(piece, style=style.strip() or None)
+        console.print(text, soft_wrap=True)
+
+
+@data_app.command("convert")
+def convert_cmd(
+    src: Path = typer.Argument(..., help="Input data file, any supported format."),
+    dst: Path = typer.Argument(..., help="Output .jsonl file."),
+    to: str = typer.Option("chat", "--to", help="Target format (chat: OpenAI messages)."),
+    format: str | None = typer.Option(None, "--format", help=FORMAT_HELP),
+) -> None:
+    """Convert a data file to OpenAI chat JSONL (preference pairs: OpenAI DPO format)."""
+    from tunesmith import api
+
+    result = api.convert_data(src, dst, to=to, format=format)
+    console.print(
+        Text(f"wrote {result.rows_written} rows ({result.format} → {to}) to {result.path}")
+    )
+
+
+@data_app.command("split")
+def split_cmd(
+    src: Path = typer.Argument(..., help="Data file to split."),
+    val: float = typer.Option(0.1, "--val", help="Fraction held out for validation."),
+    seed: int = typer.Option(0, "--seed", help="Seed; the same seed gives the same split."),
+    train_out: Path | None = typer.Option(
+        None, "--train-out", help="Default: NAME.train.jsonl beside the input."
+    ),
+    val_out: Path | None = typer.Option(
+        None, "--val-out", help="Default: NAME.val.jsonl beside the input."
+    ),
+    format: str | None = typer.Option(None, "--format", help=FORMAT_HELP),
+) -> None:
+    """Split into training and validation files: deterministic, duplicates kept together."""
+    from tunesmith import api
+
+    r = api.split_data(
+        src, val=val, seed=seed, train_out=train_out, validation_out=val_out, format=format
+    )
+    console.print(
+        Text(
+            f"train: {r.train_rows} rows → {r.train_path}\n"
+            f"validation: {r.validation_rows} rows → {r.validation_path} "
+            f"(seed {r.seed})"
+        )
+    )
+
+
+def _count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)

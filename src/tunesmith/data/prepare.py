@@ -1,0 +1,219 @@
+"""From data files to tokenized training and validation examples, for the training loop.
+
+`prepare_sft` runs the same validation `tunesmith data validate` runs (so the report a user saw
+is the report training acted on), then splits, mixes and returns tokenized examples. It never
+drops a row silently: by default any row error raises a `DataError` naming the first bad line;
+with `skip_invalid=True` bad rows are left out *and listed in the report*, and
+`report.rows_read == len(train) + len(validation) + report.rows_rejected` (mixed-in general
+examples are counted separately in `report.stats["mix"]`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunesmith.data.formats import (
+    RowError,
+    convert_row,
+    detect_format,
+    normalize_format,
+    record_to_json,
+)
+from tunesmith.data.mixing import MixSource, count_for, sample_source
+from tunesmith.data.readers import Progress, iter_rows
+from tunesmith.data.records import Conversation, PreferencePair, Record
+from tunesmith.data.tokenize import TokenizedExample, tokenize_many
+from tunesmith.data.validate import Issue, ValidationReport, validate
+from tunesmith.errors import ConfigError, DataError
+
+
+@dataclass
+class PreparedData:
+    train: list[TokenizedExample]
+    validation: list[TokenizedExample]
+    train_sha256: str
+    validation_sha256: str | None
+    report: ValidationReport
+
+
+def read_records(path: Path, format: str | None = None) -> Iterator[Conversation | PreferencePair]:
+    """Canonical records of a file, in order; raises `DataError` (file:line, field) at the first
+    bad row. Use `tunesmith.data.validate.validate` to collect every problem instead."""
+    fmt = normalize_format(format)
+    file_fmt: str | None = fmt
+    first_line = None
+    for row in iter_rows(Path(path)):
+        if row.error is not None:
+            code = "not_object" if row.error.startswith("not a JSON object") else "invalid_json"
+            raise RowError(code, row.error, row.source, row.field)
+        detected = fmt or detect_format(row.obj)
+        if detected is None:
+            raise RowError(
+                "unknown_format",
+                f"cannot tell the format from the keys {sorted(row.obj)[:8]}",
+                row.source,
+            )
+        if file_fmt is None:
+            file_fmt, first_line = detected, row.source.line
+        elif detected != file_fmt:
+            raise RowError(
+                "mixed_format",
+                f"row is in format {detected} but the file is "
+                f"{file_fmt} (from line {first_line}); a file must use one format",
+                row.source,
+            )
+        yield convert_row(row.obj, file_fmt, row.source)  # type: ignore[misc]
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Deterministic (seeded) split of range(n) into (train, validation), both in file order."""
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"validation fraction must be between 0 and 1, got {fraction}")
+    n_val = max(1, round(n * fraction))
+    if n_val >= n:
+        raise DataError(
+            f"cannot hold out {fraction:.0%} of {n} examples and still train",
+            hint="use a smaller fraction or more data",
+        )
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    val = sorted(order[:n_val])
+    held = set(val)
+    return [i for i in range(n) if i not in held], val
+
+
+def records_sha256(records: Sequence[Record]) -> str:
+    """SHA-256 of records as canonical JSONL (for a validation set cut from the training file)."""
+    h = hashlib.sha256()
+    for rec in records:
+        h.update(json.dumps(record_to_json(rec), sort_keys=True, ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _raise_for(report: ValidationReport, skip_invalid: bool) -> None:
+    fatal = [e for e in report.errors if e.line is None] if skip_invalid else report.errors
+    if not fatal:
+        return
+    first = fatal[0]
+    count = len(fatal) if skip_invalid else report.error_count
+    more = f" ({count - 1} more; run `tunesmith data validate` to see all)" if count > 1 else ""
+    field = f"{first.field}: " if first.field else ""
+    raise DataError(f"{field}{first.message}{more}", where=first.where or None, hint=first.hint)
+
+
+def prepare_sft(
+    train: Path,
+    tokenizer: Any,
+    *,
+    validation: Path | None = None,
+    validation_fraction: float | None = None,
+    max_seq_len: int = 2048,
+    truncate: bool = False,
+    train_on: str = "assistant",
+    seed: int = 0,
+    mix: list[MixSource] | None = None,
+    format: str | None = None,
+    skip_invalid: bool = False,
+    progress: Progress | None = None,
+) -> PreparedData:
+    """Validate, tokenize, split and mix the data of an SFT run (see the module docstring)."""
+    if validation is not None and validation_fraction is not None:
+        raise ConfigError("give either a validation file or a validation fraction, not both")
+    report, state = validate(
+        Path(train),
+        tokenizer,
+        validation=Path(validation) if validation else None,
+        format=format,
+        max_seq_len=max_seq_len,
+        truncate=truncate,
+        train_on=train_on,
+        progress=progress,
+        keep=True,
+    )
+    _raise_for(report, skip_invalid)
+    if report.stats.get("kind") == "preference":
+        raise DataError(
+            "this file holds preference pairs (chosen/rejected), not SFT examples",
+            where=str(train),
+            hint="use it with a preference method such as DPO",
+        )
+    kept = state.kept["train"]
+    train_recs = [rec for rec, _ in kept]
+    train_ex: list[TokenizedExample] = [ex for _, ex in kept]  # type: ignore[misc]
+    val_ex: list[TokenizedExample]
+    val_sha: str | None = None
+    if validation is not None:
+        val_ex = [ex for _, ex in state.kept["validation"]]  # type: ignore[misc]
+        val_sha = report.files[1].sha256
+    elif validation_fraction is not None:
+        keep_idx, val_idx = split_indices(len(train_ex), validation_fraction, seed)
+        val_ex = [train_ex[i] for i in val_idx]
+        val_sha = records_sha256([train_recs[i] for i in val_idx])
+        train_ex = [train_ex[i] for i in keep_idx]
+    else:
+        val_ex = []
+    if mix:
+        train_ex = train_ex + _mix_in(
+            report, mix, len(train_ex), tokenizer, max_seq_len, train_on, seed
+        )
+    return PreparedData(train_ex, val_ex, report.files[0].sha256 or "", val_sha, report)
+
+
+def _mix_in(
+    report: ValidationReport,
+    mix: Sequence[Any],
+    n_train: int,
+    tokenizer: Any,
+    max_seq_len: int,
+    train_on: str,
+    seed: int,
+) -> list[TokenizedExample]:
+    sources = [MixSource.coerce(m) for m in mix]
+    total_ratio = sum(s.ratio for s in sources)
+    if total_ratio >= 1.0:
+        raise ConfigError(f"mix ratios add up to {total_ratio:.2f}; they must stay below 1")
+    out: list[TokenizedExample] = []
+    notes = []
+    for src in sources:
+        # Each source's share is of the final set: n_general / (n_train + all general) = ratio.
+        k = count_for(total_ratio, n_train) * src.ratio / total_ratio
+        k = round(k)
+        sample = sample_source(src, k, seed)
+        results = tokenize_many(
+            sample.conversations,
+            tokenizer,
+            train_on=train_on,
+            max_seq_len=max_seq_len,
+            truncate=True,
+        )
+        added = [r for r in results if isinstance(r, TokenizedExample)]
+        out.extend(added)
+        notes.append(
+            {
+                "source": sample.source,
+                "ratio": src.ratio,
+                "requested": k,
+                "added": len(added),
+                "rows_seen": sample.rows_seen,
+                "rows_skipped": sample.rows_skipped,
+            }
+        )
+        if len(added) < k:
+            report.add(
+                Issue(
+                    "warning",
+                    "mix_short",
+                    f"mix source gave {len(added)} of {k} "
+                    "requested examples (others could not be tokenized)",
+                    sample.source,
+                )
+            )
+    report.stats["mix"] = notes
+    return out
