@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.text import Text
 
 from tunesmith import __version__
 from tunesmith.cli.app import app, err_console
@@ -44,7 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=True)
     except TunesmithError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # The message is user data (keys, file names): never interpret it as rich markup.
+        err_console.print(
+            Text("error: ", style="bold red") + Text(str(exc)), highlight=False, soft_wrap=True
+        )
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")

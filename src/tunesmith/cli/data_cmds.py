@@ -2,12 +2,19 @@
 
 A thin layer over `tunesmith.api`; no torch/transformers imports here (keeps --help fast).
 `validate` exits 0 when the data is usable and 2 when it has errors, after printing all of them
-(the first `MAX_SHOWN`, then a count; `--json` prints the full report).
+(the first `MAX_SHOWN`, then a count; `--json` prints the full report, also when the command
+cannot start: then `ok` is false and the one error says why).
+
+User errors are printed here as plain text (never as rich markup: a key named "[/b]" in a
+user's file must not crash the printer) on one line, exit code 2. On a terminal that cannot
+show UTF-8 the symbols fall back to ASCII and unprintable user text becomes "?".
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tunesmith.cli.app import app, console, err_console
+from tunesmith.errors import ConfigError, ModelError, TunesmithError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 MAX_SHOWN = 50
@@ -30,6 +38,71 @@ FORMAT_HELP = (
     "Force the input format (default: auto-detect): chat, alpaca, prompt_completion, "
     "input_output, sharegpt, openai_dpo, preference."
 )
+
+
+SYMBOLS = {"×": "x", "✓": "OK", "✗": "X", "⟦": "[[", "⟧": "]]", "─": "-", "→": "->"}
+_ascii = False
+
+
+def _safe_streams() -> None:
+    """On a non-UTF-8 terminal, print ASCII symbols and replace what cannot be shown."""
+    global _ascii
+    _ascii = False
+    for stream in (sys.stdout, sys.stderr):
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        try:
+            "".join(SYMBOLS).encode(encoding)
+        except (UnicodeEncodeError, LookupError):
+            _ascii = True
+            reconfigure = getattr(stream, "reconfigure", None)
+            if reconfigure is not None:
+                with suppress(ValueError, OSError):
+                    reconfigure(errors="replace")
+
+
+def _t(text: str) -> str:
+    """`text` with its symbols in ASCII when the terminal cannot show them."""
+    if _ascii:
+        for symbol, plain in SYMBOLS.items():
+            text = text.replace(symbol, plain)
+    return text
+
+
+def _print_error(exc: TunesmithError) -> None:
+    err_console.print(
+        Text.assemble(("error:", "bold red"), " ", str(exc)), highlight=False, soft_wrap=True
+    )
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Print a user error on one line (no markup, no traceback) and exit with its code."""
+    _safe_streams()
+    try:
+        yield
+    except TunesmithError as exc:
+        _print_error(exc)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _failure_json(exc: TunesmithError, settings: dict[str, Any]) -> str:
+    """The --json report of a validation that could not start or could not read its file."""
+    from tunesmith.data.formats import RowError
+    from tunesmith.data.report import Issue, ValidationReport
+
+    report = ValidationReport(settings=settings)
+    if isinstance(exc, RowError):
+        report.add(Issue.from_error(exc))
+    else:
+        code = (
+            "model"
+            if isinstance(exc, ModelError)
+            else "config"
+            if isinstance(exc, ConfigError)
+            else "unreadable"
+        )
+        report.add(Issue("error", code, exc.message, exc.where, None, None, exc.hint))
+    return report.to_json(ensure_ascii=_ascii)
 
 
 @contextmanager
@@ -67,9 +140,7 @@ def validate_cmd(
     model: str = typer.Option(
         DEFAULT_MODEL, "--model", "-m", help="Model whose chat template and tokenizer count tokens."
     ),
-    max_seq_len: int = typer.Option(
-        2048, "--max-seq-len", min=8, help="Longest example, in tokens."
-    ),
+    max_seq_len: int = typer.Option(2048, "--max-seq-len", help="Longest example, in tokens."),
     val: Path | None = typer.Option(None, "--val", help="Validation file (checked for overlap)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     format: str | None = typer.Option(None, "--format", help=FORMAT_HELP),
@@ -90,19 +161,34 @@ def validate_cmd(
     """
     from tunesmith import api
 
-    with _progress(file, not as_json) as progress:
-        report = api.validate_data(
-            file,
-            model=None if no_tokens else model,
-            validation=val,
-            max_seq_len=max_seq_len,
-            truncate=truncate,
-            format=format,
-            train_on=train_on,
-            progress=progress,
-        )
+    _safe_streams()
+    try:
+        with _progress(file, not as_json) as progress:
+            report = api.validate_data(
+                file,
+                model=None if no_tokens else model,
+                validation=val,
+                max_seq_len=max_seq_len,
+                truncate=truncate,
+                format=format,
+                train_on=train_on,
+                progress=progress,
+            )
+    except TunesmithError as exc:
+        if as_json:
+            settings = {
+                "model": None if no_tokens else model,
+                "max_seq_len": max_seq_len,
+                "truncate": truncate,
+                "train_on": train_on,
+                "format": format or "auto",
+            }
+            typer.echo(_failure_json(exc, settings))
+        else:
+            _print_error(exc)
+        raise typer.Exit(exc.exit_code) from None
     if as_json:
-        typer.echo(report.to_json())
+        typer.echo(report.to_json(ensure_ascii=_ascii))
     else:
         print_report(report)
     if not report.ok:
@@ -145,12 +231,14 @@ def print_report(report: Any) -> None:
     if hp:
         console.print(
             Text(
-                f"auto hyperparameters ({hp['adapter']}): {hp['epochs']} epochs × "
-                f"{hp['steps_per_epoch']} steps = {hp['total_steps']} steps; "
-                f"{hp['rows']} packed rows of {hp['max_seq_len']} tokens, batch "
-                f"{hp['batch_size']} × accumulation {hp['grad_accum']} "
-                f"(~{hp['examples_per_step']:g} examples/step); learning rate "
-                f"{hp['learning_rate']:g}"
+                _t(
+                    f"auto hyperparameters ({hp['adapter']}): {hp['epochs']} epochs × "
+                    f"{hp['steps_per_epoch']} steps = {hp['total_steps']} steps; "
+                    f"{hp['rows']} packed rows of {hp['max_seq_len']} tokens, batch "
+                    f"{hp['batch_size']} × accumulation {hp['grad_accum']} "
+                    f"(~{hp['examples_per_step']:g} examples/step); learning rate "
+                    f"{hp['learning_rate']:g}"
+                )
             )
         )
     est = report.estimate
@@ -163,14 +251,14 @@ def print_report(report: Any) -> None:
             )
         )
     if report.ok:
-        console.print(Text("✓ the data is usable", style="bold green"))
+        console.print(Text(_t("✓ the data is usable"), style="bold green"))
     else:
         extra = (
             " (or pass --truncate for over-long rows)" if "too_long" in report.error_codes else ""
         )
         console.print(
             Text(
-                f"✗ {report.error_count} error(s): fix them before training{extra}",
+                _t(f"✗ {report.error_count} error(s): fix them before training{extra}"),
                 style="bold red",
             )
         )
@@ -225,23 +313,24 @@ def _duration(seconds: float) -> str:
 def preview_cmd(
     file: Path = typer.Argument(..., help="Data file."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model (chat template)."),
-    n: int = typer.Option(3, "--n", "-n", min=1, help="How many examples."),
+    n: int = typer.Option(3, "--n", "-n", help="How many examples."),
     format: str | None = typer.Option(None, "--format", help=FORMAT_HELP),
     train_on: str = typer.Option("assistant", "--train-on", help="assistant, last or all."),
     tokens: bool = typer.Option(False, "--tokens", help="Show token boundaries."),
     plain: bool = typer.Option(
-        False, "--plain", help="Mark trained text with ⟦ ⟧ instead of colour."
+        False, "--plain", help="Mark trained text with brackets instead of colour."
     ),
 ) -> None:
     """Render examples through the model's chat template and mark the tokens that carry loss."""
     from tunesmith import api
 
-    previews = api.preview_data(
-        file, model=model, n=n, format=format, train_on=train_on, show_tokens=tokens
-    )
+    with _user_errors():
+        previews = api.preview_data(
+            file, model=model, n=n, format=format, train_on=train_on, show_tokens=tokens
+        )
     use_plain = plain or not console.is_terminal or console.no_color
     if use_plain:
-        console.print(Text("legend: ⟦trained text⟧ carries loss; everything else is context"))
+        console.print(Text(_t("legend: ⟦trained text⟧ carries loss; everything else is context")))
     else:
         console.print(
             Text.assemble(
@@ -251,11 +340,13 @@ def preview_cmd(
     for p in previews:
         kind = "" if p.kind == "sft" else f" ({p.kind})"
         console.print(
-            Text(f"── {p.source}{kind}: {p.n_tokens} tokens, {p.n_trained} trained", style="bold"),
+            Text(
+                _t(f"── {p.source}{kind}: {p.n_tokens} tokens, {p.n_trained} trained"), style="bold"
+            ),
             soft_wrap=True,
         )
         if use_plain:
-            console.print(Text(p.marked()), soft_wrap=True)
+            console.print(Text(p.marked(_t("⟦"), _t("⟧"))), soft_wrap=True)
             continue
         text = Text()
         for i, (piece, trained) in enumerate(p.spans):
@@ -276,9 +367,11 @@ def convert_cmd(
     """Convert a data file to OpenAI chat JSONL (preference pairs: OpenAI DPO format)."""
     from tunesmith import api
 
-    result = api.convert_data(src, dst, to=to, format=format)
+    with _user_errors():
+        result = api.convert_data(src, dst, to=to, format=format)
+    target = "openai_dpo" if result.format in ("openai_dpo", "preference") else to
     console.print(
-        Text(f"wrote {result.rows_written} rows ({result.format} → {to}) to {result.path}")
+        Text(_t(f"wrote {result.rows_written} rows ({result.format} → {target}) to {result.path}"))
     )
 
 
@@ -298,14 +391,17 @@ def split_cmd(
     """Split into training and validation files: deterministic, duplicates kept together."""
     from tunesmith import api
 
-    r = api.split_data(
-        src, val=val, seed=seed, train_out=train_out, validation_out=val_out, format=format
-    )
+    with _user_errors():
+        r = api.split_data(
+            src, val=val, seed=seed, train_out=train_out, validation_out=val_out, format=format
+        )
     console.print(
         Text(
-            f"train: {r.train_rows} rows → {r.train_path}\n"
-            f"validation: {r.validation_rows} rows → {r.validation_path} "
-            f"(seed {r.seed})"
+            _t(
+                f"train: {r.train_rows} rows → {r.train_path}\n"
+                f"validation: {r.validation_rows} rows → {r.validation_path} "
+                f"(seed {r.seed})"
+            )
         )
     )
 

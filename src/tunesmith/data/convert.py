@@ -5,7 +5,9 @@ exactly what tunesmith will train on. Conversations become `{"messages": [...]}`
 prompt/completion data gets `weight: 0` on all but the final answer, so the meaning survives);
 preference pairs become OpenAI's DPO format. All rows are checked first: if any row is bad,
 nothing is written and the error names every bad line (up to the first few, with a count).
-Output is written to a temp file beside the target and renamed, so it is never half-written.
+Output is written to a temp file beside the target and renamed, so it is never half-written and
+an existing file is only replaced by a complete one. The output folder must exist (a typo in it
+should not silently create folders), and the output may never be the input.
 """
 
 from __future__ import annotations
@@ -35,13 +37,55 @@ class ConvertResult:
     format: str | None
 
 
+def check_output(path: Path, inputs: tuple[Path, ...] = (), what: str = "the output file") -> Path:
+    """Refuse an output that is an input, a folder, not .jsonl, or in a missing folder."""
+    path = Path(path)
+    for src in inputs:
+        if path.resolve() == Path(src).resolve() or _same_file(path, Path(src)):
+            raise DataError(
+                f"{what} is the input file", where=str(path), hint="write to a new file"
+            )
+    if path.is_dir():
+        raise DataError(f"{what} is a folder", where=str(path), hint="give a file name *.jsonl")
+    if not path.name.lower().endswith(".jsonl"):
+        raise DataError(
+            f"{what} is written as JSONL", where=str(path), hint="name the output file *.jsonl"
+        )
+    parent = path.parent
+    if not parent.is_dir():
+        raise DataError(
+            f"the folder of {what} does not exist",
+            where=str(path),
+            hint=f"create {parent} first",
+        )
+    return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_writer(path: Path) -> Iterator[IO[str]]:
     """Open a temp file beside `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise DataError(f"cannot write here: {exc.strerror or exc}", where=str(path)) from None
+    try:
+        # mkstemp makes the file private (0600); give it the mode a plain open() would.
+        mode = path.stat().st_mode & 0o7777 if path.is_file() else 0o666 & ~_umask()
+        os.chmod(tmp, mode)
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             yield f
         os.replace(tmp, path)
@@ -51,17 +95,30 @@ def atomic_writer(path: Path) -> Iterator[IO[str]]:
 
 
 def raise_if_errors(report: ValidationReport) -> None:
+    """One error naming the first problem (file:line, field) and a count of the others."""
     if not report.error_count:
         return
     first = report.errors[0]
-    shown = "; ".join(f"line {e.line}: {e.message}" for e in report.errors[1:4])
+    shown = "; ".join(
+        (f"line {e.line}: " if e.line is not None else "") + e.message for e in report.errors[1:4]
+    )
     more = f" (also {shown}" + (" ..." if report.error_count > 4 else "") + ")" if shown else ""
     field = f"{first.field}: " if first.field else ""
+    if first.code != "unreadable" and first.line is not None:
+        count = f"{report.error_count} bad row(s); "
+    else:
+        count = f"{report.error_count} errors; " if report.error_count > 1 else ""
+    hint = first.hint if report.error_count == 1 and first.hint else None
     raise DataError(
-        f"{report.error_count} bad row(s); {field}{first.message}{more}",
+        f"{count}{field}{first.message}{more}",
         where=first.where,
-        hint="run `tunesmith data validate` for the full report",
+        hint=hint or "run `tunesmith data validate` for the full report",
     )
+
+
+def raise_if_empty(report: ValidationReport, path: Path) -> None:
+    if not report.error_count and not report.rows_read:
+        raise DataError("the file holds no examples", where=str(path), hint="nothing was written")
 
 
 def convert_file(src: Path, dst: Path, *, to: str = "chat", format: str | None = None):
@@ -69,14 +126,7 @@ def convert_file(src: Path, dst: Path, *, to: str = "chat", format: str | None =
     if to not in TARGETS:
         raise DataError(f"cannot convert to '{to}'", hint=f"use one of: {', '.join(TARGETS)}")
     src, dst = Path(src), Path(dst)
-    if dst.resolve() == src.resolve():
-        raise DataError(
-            "the output file is the input file", where=str(dst), hint="write to a new file"
-        )
-    if not dst.name.lower().endswith(".jsonl"):
-        raise DataError(
-            "the output of convert is JSONL", where=str(dst), hint="name the output file *.jsonl"
-        )
+    check_output(dst, (src,))
     fmt = normalize_format(format)
     report = ValidationReport(settings={})
     frep = FileReport("input", str(src), format=fmt)
@@ -86,8 +136,9 @@ def convert_file(src: Path, dst: Path, *, to: str = "chat", format: str | None =
     with atomic_writer(dst) as f:
         for rec in _records(iter_rows(src), fmt, frep, report):
             if not report.error_count:
-                f.write(json.dumps(record_to_json(rec), ensure_ascii=False))
+                f.write(json.dumps(record_to_json(rec), ensure_ascii=False, default=str))
                 f.write("\n")
                 written += 1
         raise_if_errors(report)
+        raise_if_empty(report, src)
     return ConvertResult(dst, frep.rows_read, written, frep.format)

@@ -20,6 +20,7 @@ rows train on nothing. Problems raise `RowError` (a `DataError`) carrying a stab
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -134,6 +135,33 @@ def detect_format(obj: Mapping[str, Any]) -> str | None:
     return None
 
 
+def did_you_mean(obj: Mapping[str, Any]) -> str | None:
+    """'did you mean ...?' for keys that look like misspelt known keys (keys are case-sensitive)."""
+    known = sorted({k for required, optional in KEYS.values() for k in required | optional})
+    guesses = []
+    for key in sorted(obj, key=str)[:20]:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(str(key).strip().lower(), known, n=1, cutoff=0.75)
+        if close:
+            guesses.append(f"'{close[0]}' (not '{key}')")
+    return f"did you mean {', '.join(guesses[:3])}?" if guesses else None
+
+
+def unknown_format_error(obj: Mapping[str, Any], source: Source) -> RowError:
+    """The error for a row whose keys match no format, suggesting the key it probably meant."""
+    hint = did_you_mean(obj) or (
+        "expected e.g. messages, instruction/output, prompt/completion, "
+        "input/output, conversations, prompt/chosen/rejected"
+    )
+    return RowError(
+        "unknown_format",
+        f"cannot tell the format from the keys {sorted(obj)[:8]}",
+        source,
+        hint=hint,
+    )
+
+
 def convert_row(obj: Mapping[str, Any], fmt: str, source: Source) -> Record:
     """Convert one parsed row in format `fmt` to a canonical record (raises `RowError`)."""
     _check_keys(obj, fmt, source)
@@ -210,6 +238,7 @@ def _check_keys(obj: Mapping[str, Any], fmt: str, source: Source) -> None:
                 f"missing key '{key}' (format {fmt} needs {', '.join(sorted(required))})",
                 source,
                 key,
+                hint=did_you_mean(obj),
             )
     for key in obj:
         if key not in required and key not in optional and key not in META_KEYS:
@@ -310,9 +339,19 @@ def _chat_messages(raw: Any, field: str, source: Source) -> list[Message]:
 def _content_parts(parts: list[Any], source: Source, field: str) -> str:
     """OpenAI content parts: only text parts are supported (images etc. are not)."""
     texts = []
-    for part in parts:
-        if not isinstance(part, Mapping) or part.get("type") != "text":
-            kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+    for i, part in enumerate(parts):
+        if not isinstance(part, Mapping):
+            raise RowError(
+                "bad_type",
+                "content must be a string or a list of text parts "
+                f"({{'type': 'text', 'text': ...}}); part {i} is {type(part).__name__}",
+                source,
+                field,
+            )
+        if part.get("type") == "text" and not isinstance(part.get("text", ""), str):
+            raise RowError("bad_type", "text must be a string", source, f"{field}[{i}].text")
+        if part.get("type") != "text":
+            kind = part.get("type")
             raise RowError(
                 "unsupported",
                 f"content part of type {kind!r} is not supported yet",
@@ -320,7 +359,7 @@ def _content_parts(parts: list[Any], source: Source, field: str) -> str:
                 field,
                 hint="only text content is supported",
             )
-        texts.append(str(part.get("text", "")))
+        texts.append(part.get("text", ""))
     return "".join(texts)
 
 
@@ -362,6 +401,13 @@ def _sharegpt_messages(raw: Any, source: Source) -> list[Message]:
         if weight is not None and (isinstance(weight, bool) or weight not in (0, 1)):
             raise RowError(
                 "bad_weight", f"weight must be 0 or 1, got {weight!r}", source, f"{f}.weight"
+            )
+        if weight is not None and role != "assistant":
+            raise RowError(
+                "bad_weight",
+                "weight is only allowed on gpt (assistant) turns",
+                source,
+                f"{f}.weight",
             )
         out.append(Message(role, value, None if weight is None else int(weight)))
     return out

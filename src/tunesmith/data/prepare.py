@@ -24,6 +24,7 @@ from tunesmith.data.formats import (
     detect_format,
     normalize_format,
     record_to_json,
+    unknown_format_error,
 )
 from tunesmith.data.mixing import MixSource, count_for, sample_source
 from tunesmith.data.readers import Progress, iter_rows
@@ -50,15 +51,10 @@ def read_records(path: Path, format: str | None = None) -> Iterator[Conversation
     first_line = None
     for row in iter_rows(Path(path)):
         if row.error is not None:
-            code = "not_object" if row.error.startswith("not a JSON object") else "invalid_json"
-            raise RowError(code, row.error, row.source, row.field)
+            raise RowError(row.code, row.error, row.source, row.field)
         detected = fmt or detect_format(row.obj)
         if detected is None:
-            raise RowError(
-                "unknown_format",
-                f"cannot tell the format from the keys {sorted(row.obj)[:8]}",
-                row.source,
-            )
+            raise unknown_format_error(row.obj, row.source)
         if file_fmt is None:
             file_fmt, first_line = detected, row.source.line
         elif detected != file_fmt:
@@ -98,7 +94,13 @@ def records_sha256(records: Sequence[Record]) -> str:
 
 
 def _raise_for(report: ValidationReport, skip_invalid: bool) -> None:
-    fatal = [e for e in report.errors if e.line is None] if skip_invalid else report.errors
+    # With skip_invalid, bad rows are left out (and listed); a file that could not be read to
+    # its end is never trained on in part.
+    fatal = (
+        [e for e in report.errors if e.line is None or e.code == "unreadable"]
+        if skip_invalid
+        else report.errors
+    )
     if not fatal:
         return
     first = fatal[0]

@@ -15,9 +15,17 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from tunesmith.data.formats import normalize_format
 from tunesmith.data.prepare import read_records
+from tunesmith.data.readers import check_file
 from tunesmith.data.records import Conversation, Message, PreferencePair, Source
-from tunesmith.data.tokenize import IGNORE_INDEX, TokenizedExample, tokenize_conversation
+from tunesmith.data.tokenize import (
+    IGNORE_INDEX,
+    TokenizedExample,
+    check_train_on,
+    tokenize_conversation,
+)
+from tunesmith.errors import ConfigError, DataError
 
 
 @dataclass
@@ -82,6 +90,15 @@ def _examples(records: Iterator[Any], tokenizer: Any, train_on: str, show_tokens
             yield preview_example(ex, tokenizer, show_tokens=show_tokens)
 
 
+def check_preview_options(path: Path, n: int, format: str | None, train_on: str) -> None:
+    """Fail fast (before a tokenizer is loaded) on a bad count, format, train_on or file."""
+    if isinstance(n, bool) or n < 1:
+        raise ConfigError(f"the number of examples (--n) must be at least 1, got {n}")
+    normalize_format(format)
+    check_train_on(train_on)
+    check_file(Path(path))
+
+
 def preview_file(
     path: Path,
     tokenizer: Any,
@@ -92,5 +109,9 @@ def preview_file(
     show_tokens: bool = False,
 ) -> list[PreviewExample]:
     """The first `n` records of `path` as previews (a preference pair gives two)."""
-    records = islice(read_records(Path(path), format), max(0, n))
-    return list(_examples(records, tokenizer, train_on, show_tokens))
+    check_preview_options(path, n, format, train_on)
+    records = islice(read_records(Path(path), format), n)
+    out = list(_examples(records, tokenizer, train_on, show_tokens))
+    if not out:
+        raise DataError("the file holds no examples", where=str(path))
+    return out

@@ -8,8 +8,13 @@ of raising, so the validator can report *every* bad row instead of the first.
 
 JSONL (also `.jsonl.gz`) is streamed line by line in binary, so a multi-GB file is never loaded
 whole. A JSON array is parsed element by element from the text (it has to be read whole; use
-JSONL for very large data). CSV rows are plain string dicts; a `messages`/`conversations` cell
-that holds JSON is decoded. Parquet is read in record batches through pyarrow (optional extra).
+JSONL for very large data: the validator warns above `JSON_WHOLE_FILE_WARN_BYTES`). CSV rows are
+plain string dicts; a `messages`/`conversations` cell that holds JSON is decoded (also in
+Parquet string columns). Parquet is read in record batches through pyarrow (optional extra).
+
+A problem that stops the whole file from being read (a missing file, a corrupt gzip stream, an
+unclosed JSON array, a pretty-printed JSON document in a `.jsonl`) raises `RowError` with code
+`unreadable`, naming the file and, where known, the line; per-row problems never raise.
 """
 
 from __future__ import annotations
@@ -18,15 +23,21 @@ import csv
 import gzip
 import io
 import json
+import re
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from tunesmith.data.formats import KEYS, META_KEYS, RowError, detect_format, did_you_mean
 from tunesmith.data.records import Source
-from tunesmith.errors import DataError
 
 Progress = Callable[[int, int], None]  # (bytes_done, bytes_total)
+
+_PYTHON_LITERAL = re.compile(r"[:\[,]\s*(True|False|None)\s*[,}\]]")
+JSON_WHOLE_FILE_WARN_BYTES = 256 << 20  # a .json array this big is read whole: say so
+CSV_FIELD_LIMIT = 1 << 30  # the csv module's default (128 KiB) rejects long documents
 
 SUFFIXES = {
     ".jsonl": "jsonl",
@@ -53,6 +64,15 @@ class RawRow:
     obj: Any = None
     error: str | None = None
     field: str | None = None
+    code: str = "invalid_json"  # the issue code when `error` is set
+
+
+def unreadable(
+    message: str, path: Path | str, line: int | None = None, hint: str | None = None
+) -> RowError:
+    """The error for a file that cannot be read (on from `line`, when given)."""
+    source = Source(str(path), line) if line is not None else None
+    return RowError("unreadable", message, source, hint=hint, path=str(path))
 
 
 def file_kind(path: Path) -> str:
@@ -63,9 +83,9 @@ def file_kind(path: Path) -> str:
     for suffix, kind in SUFFIXES.items():
         if name.endswith(suffix):
             return kind
-    raise DataError(
+    raise unreadable(
         f"cannot tell the file type of '{path.name}'",
-        where=str(path),
+        path,
         hint="use .jsonl (one JSON object per line), .json, .csv or .parquet",
     )
 
@@ -79,9 +99,11 @@ def _open_binary(path: Path) -> IO[bytes]:
 def check_file(path: Path) -> Path:
     path = Path(path)
     if not path.exists():
-        raise DataError("the data file does not exist", where=str(path))
+        raise unreadable("the data file does not exist", path)
     if path.is_dir():
-        raise DataError("is a directory, not a data file", where=str(path))
+        raise unreadable("is a directory, not a data file", path)
+    if not path.is_file():
+        raise unreadable("is not a regular file", path)
     return path
 
 
@@ -89,20 +111,34 @@ def iter_rows(path: Path, progress: Progress | None = None) -> Iterator[RawRow]:
     """Yield every row of `path` in order, with its 1-based line (JSON/CSV) or row (Parquet)."""
     path = check_file(Path(path))
     kind = file_kind(path)
-    if kind == "jsonl":
-        yield from _iter_jsonl(path, progress)
-    elif kind == "json":
-        yield from _iter_json(path, progress)
-    elif kind == "csv":
-        yield from _iter_csv(path, progress)
-    else:
-        yield from _iter_parquet(path, progress)
+    readers = {"jsonl": _iter_jsonl, "json": _iter_json, "csv": _iter_csv}
+    try:
+        if kind != "parquet":
+            _check_text_encoding(path)
+        yield from readers.get(kind, _iter_parquet)(path, progress)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise unreadable(
+            f"not a valid gzip file ({exc or 'cut short'})", path, hint="re-compress it"
+        ) from None
+    except OSError as exc:
+        raise unreadable(f"cannot read the file: {exc.strerror or exc}", path) from None
+
+
+def _check_text_encoding(path: Path) -> None:
+    """UTF-16 (what some Windows editors call "Unicode") would fail on every line: say it once."""
+    with _open_binary(path) as f:
+        head = f.read(4)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(head) == 4 and head[1::2] == b"\0\0"):
+        raise unreadable(
+            "the file is UTF-16 encoded, not UTF-8", path, hint="save it as UTF-8 and try again"
+        )
 
 
 def _iter_jsonl(path: Path, progress: Progress | None) -> Iterator[RawRow]:
     total = path.stat().st_size
     done = 0
     name = str(path)
+    first = True
     with _open_binary(path) as f:
         for number, raw in enumerate(f, start=1):
             done += len(raw)
@@ -110,23 +146,107 @@ def _iter_jsonl(path: Path, progress: Progress | None) -> Iterator[RawRow]:
                 progress(min(done, total), total)
             if not raw.strip():
                 continue  # blank lines are not rows (a trailing newline is common)
-            yield _parse_json_line(raw, Source(name, number))
+            row = _parse_json_line(raw, Source(name, number))
+            if first:
+                _check_first_jsonl_row(row, raw, path)
+                first = False
+            yield row
     if progress is not None:
         progress(total, total)
+
+
+def _check_first_jsonl_row(row: RawRow, raw: bytes, path: Path) -> None:
+    """A JSON array or a pretty-printed document saved as .jsonl would give one confusing error
+    per line; name the real problem once instead."""
+    stripped = raw.removeprefix(b"\xef\xbb\xbf").strip()
+    array = row.code == "not_object" and (row.error or "").endswith("(got an array)")
+    broken = row.code == "invalid_json" and (stripped[:1] == b"[" or stripped == b"{")
+    if row.code == "invalid_json" and stripped[:1].isalnum():
+        head = stripped[:40].decode("utf-8", "replace")
+        raise unreadable(
+            f"line 1 is not JSON (it starts {head!r}): this does not look like a JSONL file",
+            path,
+            row.source.line,
+            hint="name a CSV file .csv; JSONL has one JSON object per line",
+        )
+    if array or broken:
+        raise unreadable(
+            "this is one JSON document (an array or a pretty-printed object), not JSONL "
+            "(one JSON object per line)",
+            path,
+            row.source.line,
+            hint="name the file .json if it holds a JSON array of examples, "
+            "or write one example per line",
+        )
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads(text: str) -> Any:
+    """`json.loads` that refuses NaN/Infinity (not JSON; they would break every writer)."""
+    return json.loads(text, parse_constant=_no_constants)
+
+
+def json_problem(exc: BaseException) -> str:
+    """A one-line reason for a JSON value that could not be parsed."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON: {exc.msg} (column {exc.colno})"
+    if isinstance(exc, RecursionError):
+        return "invalid JSON: nested too deeply"
+    text = str(exc).split(";")[0]
+    return f"invalid JSON: {text}"
 
 
 def _parse_json_line(raw: bytes, source: Source) -> RawRow:
     try:
         text = raw.decode("utf-8-sig" if source.line == 1 else "utf-8")
     except UnicodeDecodeError as exc:
-        return RawRow(source, error=f"not valid UTF-8 (byte {exc.start})")
+        return RawRow(source, error=f"not valid UTF-8 (byte {exc.start})", code="invalid_utf8")
     try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return RawRow(source, error=f"invalid JSON: {exc.msg} (column {exc.colno})")
+        obj = loads(text)
+    except (ValueError, RecursionError) as exc:
+        return RawRow(source, error=json_problem(exc) + _json_hint(text))
+    return _checked(obj, source, text)
+
+
+def _json_hint(text: str) -> str:
+    """A guess at the usual causes of a bad JSON line (only computed for bad lines)."""
+    body = text.strip()
+    if body.endswith(","):
+        try:
+            loads(body[:-1])
+            return "; remove the trailing comma (JSONL has no commas between lines)"
+        except (ValueError, RecursionError):
+            pass
+    if body.startswith("{'") or _PYTHON_LITERAL.search(body):
+        return "; JSON needs double quotes and true/false/null (this looks like a Python dict)"
+    return ""
+
+
+def _checked(obj: Any, source: Source, text: str) -> RawRow:
     if not isinstance(obj, dict):
-        return RawRow(source, error=f"not a JSON object (got {_json_type(obj)})")
+        return RawRow(source, error=f"not a JSON object (got {_json_type(obj)})", code="not_object")
+    if "\\ud" in text.lower() and has_lone_surrogate(obj):
+        return RawRow(
+            source,
+            error="holds a lone UTF-16 surrogate escape (like \\ud800), which is not valid "
+            "Unicode text",
+            code="invalid_utf8",
+        )
     return RawRow(source, obj=obj)
+
+
+def has_lone_surrogate(obj: Any) -> bool:
+    """True when a string anywhere in `obj` cannot be encoded as UTF-8 (a lone surrogate)."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except (TypeError, ValueError):
+        return False
+    return False
 
 
 def _json_type(obj: Any) -> str:
@@ -147,22 +267,23 @@ def _iter_json(path: Path, progress: Progress | None) -> Iterator[RawRow]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataError(f"file is not valid UTF-8 (byte {exc.start})", where=name) from None
+        line = 1 + data.count(b"\n", 0, exc.start)
+        raise unreadable(
+            f"file is not valid UTF-8 (byte {exc.start})", path, line, hint="save it as UTF-8"
+        ) from None
     stripped = text.lstrip()
     if stripped.startswith("{"):
-        # Many people name JSONL files `.json`: one object per line works the same.
-        lines = io.BytesIO(data)
-        for number, raw in enumerate(lines, start=1):
-            if raw.strip():
-                yield _parse_json_line(raw, Source(name, number))
+        yield from _json_object_file(text, data, path)
         return
     if not stripped.startswith("["):
-        raise DataError(
-            "a .json data file must hold an array of examples",
-            where=f"{name}:1",
+        raise unreadable(
+            "a .json data file must hold an array of examples"
+            + ("" if stripped else " (the file is empty)"),
+            path,
+            1,
             hint="or write one JSON object per line in a .jsonl file",
         )
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(parse_constant=_no_constants)
     pos = text.index("[") + 1
     line = 1 + text.count("\n", 0, pos)
     total = len(text)
@@ -177,26 +298,30 @@ def _iter_json(path: Path, progress: Progress | None) -> Iterator[RawRow]:
     while True:
         pos = skip(pos)
         if pos >= total:
-            raise DataError("the JSON array is not closed (missing ']')", where=f"{name}:{line}")
+            raise unreadable("the JSON array is not closed (missing ']')", path, line)
         if text[pos] == "]":
             break
         if count:
             if text[pos] != ",":
-                raise DataError("expected ',' between array elements", where=f"{name}:{line}")
+                raise unreadable("expected ',' between array elements", path, line)
             pos = skip(pos + 1)
         try:
             obj, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            raise DataError(
+            raise unreadable(
                 f"invalid JSON in the array: {exc.msg}",
-                where=f"{name}:{exc.lineno}",
+                path,
+                exc.lineno,
                 hint="the rest of a JSON array cannot be read past this point; JSONL can",
             ) from None
-        source = Source(name, line)
-        if isinstance(obj, dict):
-            yield RawRow(source, obj=obj)
-        else:
-            yield RawRow(source, error=f"not a JSON object (got {_json_type(obj)})")
+        except (ValueError, RecursionError) as exc:
+            raise unreadable(
+                f"{json_problem(exc)} in the array element",
+                path,
+                line,
+                hint="the rest of a JSON array cannot be read past this point; JSONL can",
+            ) from None
+        yield _checked(obj, Source(name, line), text[pos:end])
         count += 1
         line += text.count("\n", pos, end)
         pos = end
@@ -204,6 +329,41 @@ def _iter_json(path: Path, progress: Progress | None) -> Iterator[RawRow]:
             progress(pos, total)
     if progress is not None:
         progress(total, total)
+
+
+def _json_object_file(text: str, data: bytes, path: Path) -> Iterator[RawRow]:
+    """A .json file that starts with '{': one (maybe pretty-printed) example, a wrapper object
+    such as {"data": [...]}, or JSONL under a .json name (one object per line works the same)."""
+    try:
+        whole = loads(text)
+    except (ValueError, RecursionError):
+        whole = None
+    if isinstance(whole, dict):
+        lists = [
+            k
+            for k, v in whole.items()
+            if k not in ("messages", "conversations")
+            and _list_of_objects(v)
+            and detect_format(v[0])
+        ]
+        if lists:
+            raise unreadable(
+                f"the examples are inside the key '{lists[0]}'; a .json data file must hold a "
+                "top-level array of examples",
+                path,
+                1,
+                hint=f"save just the list under '{lists[0]}', or write one example per line "
+                "in a .jsonl file",
+            )
+        yield _checked(whole, Source(str(path), 1), text)
+        return
+    for number, raw in enumerate(io.BytesIO(data), start=1):
+        if raw.strip():
+            yield _parse_json_line(raw, Source(str(path), number))
+
+
+def _list_of_objects(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and isinstance(value[0], dict)
 
 
 def _skip_ws(text: str, pos: int) -> int:
@@ -216,18 +376,37 @@ def _skip_ws(text: str, pos: int) -> int:
 def _iter_csv(path: Path, progress: Progress | None) -> Iterator[RawRow]:
     name = str(path)
     total = path.stat().st_size
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
     with _open_binary(path) as fb:
-        f = io.TextIOWrapper(fb, encoding="utf-8-sig", newline="")
+        # surrogateescape: a bad byte becomes a marker in its row (reported there) instead of
+        # failing the whole file at whichever chunk the decoder happened to be reading.
+        f = io.TextIOWrapper(fb, encoding="utf-8-sig", errors="surrogateescape", newline="")
         reader = csv.reader(f)
         try:
             header = next(reader)
         except StopIteration:
             return
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise DataError(f"cannot read the CSV header: {exc}", where=f"{name}:1") from None
+        except csv.Error as exc:
+            raise unreadable(f"cannot read the CSV header: {exc}", path, 1) from None
         header = [h.strip() for h in header]
+        if len(header) == 1 and ("\t" in header[0] or ";" in header[0]):
+            sep = "tabs" if "\t" in header[0] else "semicolons"
+            raise unreadable(
+                f"the CSV header is one column {header[0]!r}: the file seems separated by {sep}",
+                path,
+                1,
+                hint="save it comma-separated, or convert it to JSONL",
+            )
+        if _bad_utf8(header):
+            raise unreadable("the CSV header is not valid UTF-8", path, 1, hint="save as UTF-8")
+        if any(not h for h in header):
+            blank = header.index("") + 1
+            raise unreadable(f"column {blank} of the CSV header has no name", path, 1)
         if len(set(header)) != len(header):
-            raise DataError(f"the CSV header repeats a column: {header}", where=f"{name}:1")
+            twice = sorted({h for h in header if header.count(h) > 1})
+            raise unreadable(f"the CSV header repeats the column(s) {twice}", path, 1)
+        _check_columns(header, path, "CSV header")
         start = reader.line_num + 1
         rows = 0
         while True:
@@ -235,11 +414,8 @@ def _iter_csv(path: Path, progress: Progress | None) -> Iterator[RawRow]:
                 cells = next(reader)
             except StopIteration:
                 break
-            except UnicodeDecodeError as exc:
-                yield RawRow(Source(name, start), error=f"not valid UTF-8 (byte {exc.start})")
-                return
             except csv.Error as exc:
-                yield RawRow(Source(name, start), error=f"malformed CSV: {exc}")
+                yield RawRow(Source(name, start), error=f"malformed CSV: {exc}", code="invalid_csv")
                 start = reader.line_num + 1
                 continue
             source = Source(name, start)
@@ -249,9 +425,14 @@ def _iter_csv(path: Path, progress: Progress | None) -> Iterator[RawRow]:
             rows += 1
             if progress is not None and rows % 2048 == 0:
                 progress(min(fb.tell(), total), total)
+            if _bad_utf8(cells):
+                yield RawRow(source, error="not valid UTF-8", code="invalid_utf8")
+                continue
             if len(cells) != len(header):
                 yield RawRow(
-                    source, error=f"has {len(cells)} cells but the header has {len(header)} columns"
+                    source,
+                    error=f"has {len(cells)} cells but the header has {len(header)} columns",
+                    code="invalid_csv",
                 )
                 continue
             yield _csv_row(dict(zip(header, cells, strict=True)), source)
@@ -259,14 +440,61 @@ def _iter_csv(path: Path, progress: Progress | None) -> Iterator[RawRow]:
         progress(total, total)
 
 
+def _check_columns(columns: list[str], path: Path, what: str) -> None:
+    """Columns that match no format would fail every row the same way: say it once."""
+    columns = [c for c in columns if c not in META_KEYS]
+    fmt = detect_format(dict.fromkeys(columns))
+    if fmt is not None:
+        missing = sorted(KEYS[fmt][0] - set(columns))
+        if missing:
+            raise unreadable(
+                f"the {what} has no column {missing[0]!r} (format {fmt} needs "
+                f"{', '.join(sorted(KEYS[fmt][0]))}; found {columns[:8]})",
+                path,
+                1 if what.startswith("CSV") else None,
+                hint=did_you_mean(dict.fromkeys(columns)),
+            )
+        return
+    raise unreadable(
+        f"the {what} has the columns {columns[:8]}, which match no data format",
+        path,
+        1 if what.startswith("CSV") else None,
+        hint=did_you_mean(dict.fromkeys(columns))
+        or "expected e.g. messages, instruction/output, prompt/completion, input/output, "
+        "conversations, prompt/chosen/rejected",
+    )
+
+
+def _bad_utf8(cells: list[str]) -> bool:
+    """True when surrogateescape decoding left a marker (a byte that is not UTF-8)."""
+    for cell in cells:
+        if not cell.isascii():
+            try:
+                cell.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
+
+
 def _csv_row(obj: dict[str, Any], source: Source) -> RawRow:
+    """Decode the cells that hold JSON (a `messages` list in a CSV or Parquet string column)."""
     for key in JSON_CELL_COLUMNS:
         value = obj.get(key)
         if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
             try:
-                obj[key] = json.loads(value)
-            except json.JSONDecodeError as exc:
-                return RawRow(source, error=f"cell is not valid JSON: {exc.msg}", field=key)
+                decoded = loads(value)
+            except (ValueError, RecursionError) as exc:
+                if key == "input":
+                    continue  # alpaca / input-output text that happens to start with a bracket
+                problem = json_problem(exc).removeprefix("invalid JSON: ")
+                return RawRow(source, error=f"cell is not valid JSON: {problem}", field=key)
+            if key == "input" and not (isinstance(decoded, dict) and "messages" in decoded):
+                continue  # only OpenAI DPO's {"messages": [...]} input is JSON
+            obj[key] = decoded
+            if has_lone_surrogate(obj[key]):
+                return RawRow(
+                    source, error="holds a lone UTF-16 surrogate", field=key, code="invalid_utf8"
+                )
     return RawRow(source, obj=obj)
 
 
@@ -274,24 +502,36 @@ def _iter_parquet(path: Path, progress: Progress | None) -> Iterator[RawRow]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise DataError(
-            "reading Parquet needs pyarrow",
-            where=str(path),
-            hint="pip install 'tunesmith[parquet]'",
+        raise unreadable(
+            "reading Parquet needs pyarrow", path, hint="pip install 'tunesmith[parquet]'"
         ) from None
     name = str(path)
     try:
         pf = pq.ParquetFile(path)
-    except Exception as exc:
-        raise DataError(f"not a readable Parquet file: {exc}", where=name) from None
+    except Exception as exc:  # pyarrow raises many types for a file that is not Parquet
+        raise unreadable(f"not a readable Parquet file: {_first_line(exc)}", path) from None
+    _check_columns(list(pf.schema_arrow.names), path, "Parquet file")
     total = pf.metadata.num_rows
     row = 0
-    for batch in pf.iter_batches(batch_size=4096):
+    batches = pf.iter_batches(batch_size=4096)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            break
+        except Exception as exc:  # a corrupt page / unsupported type mid-file
+            raise unreadable(
+                f"cannot read the Parquet data after row {row}: {_first_line(exc)}", path
+            ) from None
         for obj in batch.to_pylist():
             row += 1
-            yield RawRow(Source(name, row), obj=_plain(obj))
+            yield _csv_row(_plain(obj), Source(name, row))
         if progress is not None:
             progress(row, total)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _plain(value: Any) -> Any:

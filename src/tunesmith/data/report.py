@@ -115,5 +115,7 @@ class ValidationReport:
             "estimate": self.estimate,
         }
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+    def to_json(self, *, ensure_ascii: bool = False) -> str:
+        # default=str: metadata from Parquet can hold dates or bytes; NaN never gets here
+        # (the readers refuse it), so the output is always strict JSON.
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=ensure_ascii, default=str)

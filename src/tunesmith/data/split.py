@@ -20,7 +20,7 @@ from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunesmith.data.convert import atomic_writer, raise_if_errors
+from tunesmith.data.convert import atomic_writer, check_output, raise_if_errors
 from tunesmith.data.formats import normalize_format, record_to_json
 from tunesmith.data.readers import _open_binary, file_kind, iter_rows
 from tunesmith.data.validate import FileReport, ValidationReport, _records, near_key
@@ -81,14 +81,25 @@ def split_file(
 ) -> SplitResult:
     """Write `src` as a training file and a validation file (see the module docstring)."""
     if not 0.0 < fraction < 1.0:
-        raise ConfigError(f"--val must be a fraction between 0 and 1, got {fraction}")
+        percent = 1.0 < fraction < 100.0
+        raise ConfigError(
+            f"--val must be a fraction between 0 and 1 (exclusive), got {fraction:g}",
+            hint=f"did you mean --val {fraction / 100:g}?"
+            if percent
+            else "e.g. --val 0.1 holds out 10 %",
+        )
     src = Path(src)
     default_train, default_val = default_outputs(src)
     train_out = Path(train_out or default_train)
     validation_out = Path(validation_out or default_val)
-    for out in (train_out, validation_out):
-        if out.resolve() == src.resolve():
-            raise DataError("an output file is the input file", where=str(out))
+    check_output(train_out, (src,), "the training output")
+    check_output(validation_out, (src,), "the validation output")
+    if train_out.resolve() == validation_out.resolve():
+        raise DataError(
+            "the training and the validation output are the same file",
+            where=str(train_out),
+            hint="give --train-out and --val-out different names",
+        )
     fmt = normalize_format(format)
     report = ValidationReport(settings={})
     frep = FileReport("input", str(src), format=fmt)
@@ -102,10 +113,11 @@ def split_file(
     if len(keys) < 2:
         raise DataError(f"only {len(keys)} row(s); nothing to split", where=str(src))
     val_idx = choose_validation(keys, fraction, seed)
-    val_lines = {lines[i] for i in val_idx}
     n_val = n_train = 0
     with atomic_writer(train_out) as ft, atomic_writer(validation_out) as fv:
         if file_kind(src) == "jsonl":
+            # JSONL lines are unique row ids: copy each line byte for byte.
+            val_lines = {lines[i] for i in val_idx}
             with _open_binary(src) as f:
                 for number, raw in enumerate(f, start=1):
                     if not raw.strip():
@@ -114,9 +126,12 @@ def split_file(
                     target = fv if number in val_lines else ft
                     target.write(text + "\n")
         else:
-            for rec in _records(iter_rows(src), frep.format, FileReport("", ""), report):
-                target = fv if rec.source.line in val_lines else ft  # type: ignore[union-attr]
-                target.write(json.dumps(record_to_json(rec), ensure_ascii=False) + "\n")
+            # Several elements of a JSON array can share a line: go by position instead.
+            again = _records(iter_rows(src), frep.format, FileReport("", ""), report)
+            for i, rec in enumerate(again):
+                target = fv if i in val_idx else ft
+                target.write(json.dumps(record_to_json(rec), ensure_ascii=False, default=str))
+                target.write("\n")
     n_val = len(val_idx)
     n_train = len(keys) - n_val
     return SplitResult(train_out, validation_out, n_train, n_val, seed)

@@ -414,7 +414,7 @@ def chat_tokenizer(tokenizer: Any) -> ChatTokenizer:
     return cached
 
 
-def _check_train_on(train_on: str) -> None:
+def check_train_on(train_on: str) -> None:
     if train_on not in TRAIN_ON:
         raise ConfigError(f"train_on must be one of {', '.join(TRAIN_ON)}, got {train_on!r}")
 
@@ -429,7 +429,7 @@ def tokenize_many(
 ) -> list[TokenizedExample | RowError]:
     """Tokenize a batch of conversations in one tokenizer call; a row's problem is returned in
     its slot as a `RowError` (the validator reports it) rather than raised."""
-    _check_train_on(train_on)
+    check_train_on(train_on)
     ct = chat_tokenizer(tokenizer)
     plans: list[_Plan | RowError] = []
     texts: list[str] = []

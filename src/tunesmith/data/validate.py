@@ -32,12 +32,15 @@ JSON report (`tunesmith data validate --json`, `ValidationReport.to_dict()`); ke
     estimate            {train_tokens, seconds, flops_per_second, n_params, device} | null
 
 An issue is {severity ("error"|"warning"), code, path, line (null for file-level), field,
-message, hint}. Error codes: invalid_json, not_object, unknown_format, mixed_format,
+message, hint}. Error codes: unreadable (the file, or the rest of it from `line`, could not be
+read), invalid_json, invalid_utf8, invalid_csv, not_object, unknown_format, mixed_format,
 missing_key, unknown_key, bad_type, unknown_role, empty_content, no_assistant, role_order,
 bad_weight, unsupported, identical_pair, special_token, template, too_long, duplicate, overlap,
 too_few.
 Warning codes: truncated, boundary, near_duplicate, conflicting_answers, short_answer,
-system_prompt, label_imbalance, mix_short.
+system_prompt, label_imbalance, mix_short, large_json.
+`tunesmith data validate --json` also prints this shape when it cannot start (no such model,
+bad option): ok false and one error with code `model`, `config` or `unreadable`.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from tunesmith.data.formats import (
     convert_row,
     detect_format,
     normalize_format,
+    unknown_format_error,
 )
 from tunesmith.data.quality import (
     MIN_EXAMPLES,
@@ -68,16 +72,30 @@ from tunesmith.data.quality import (
     summary,
     texts_of,
 )
-from tunesmith.data.readers import Progress, RawRow, check_file, iter_rows
+from tunesmith.data.readers import (
+    JSON_WHOLE_FILE_WARN_BYTES,
+    Progress,
+    RawRow,
+    check_file,
+    file_kind,
+    iter_rows,
+)
 from tunesmith.data.records import Conversation, Record
 from tunesmith.data.report import FileReport, Issue, ValidationReport
-from tunesmith.data.tokenize import TokenizedExample, tokenize_many, tokenize_preference
+from tunesmith.data.tokenize import (
+    TokenizedExample,
+    check_train_on,
+    tokenize_many,
+    tokenize_preference,
+)
+from tunesmith.errors import ConfigError, DataError
 
 __all__ = [
     "FileReport",
     "Issue",
     "ValidationReport",
     "add_estimates",
+    "check_options",
     "count_parameters",
     "file_sha256",
     "near_key",
@@ -86,6 +104,7 @@ __all__ = [
 ]
 
 CHUNK = 512
+MIN_SEQ_LEN = 8
 
 
 def file_sha256(path: Path) -> str:
@@ -139,11 +158,21 @@ def _records(
 ) -> Iterator[Record]:
     """Convert raw rows; report rows that fail (counting them) and yield the rest."""
     first_line: int | None = None
-    for row in rows:
+    rows = iter(rows)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except RowError as exc:  # the rest of the file cannot be read: say so, stop, count
+            _error(report, exc)
+            break
+        except DataError as exc:
+            _error(report, RowError("unreadable", exc.message, None, hint=exc.hint, path=frep.path))
+            break
         frep.rows_read += 1
         if row.error is not None:
-            code = "not_object" if row.error.startswith("not a JSON object") else "invalid_json"
-            _error(report, RowError(code, row.error, row.source, row.field))
+            _error(report, RowError(row.code, row.error, row.source, row.field))
             frep.rows_rejected += 1
             continue
         try:
@@ -151,13 +180,7 @@ def _records(
             if row_fmt is None:
                 detected = detect_format(row.obj)
                 if detected is None:
-                    raise RowError(
-                        "unknown_format",
-                        f"cannot tell the format from the keys {sorted(row.obj)[:8]}",
-                        row.source,
-                        hint="expected e.g. messages, instruction/output, prompt/completion, "
-                        "input/output, conversations, prompt/chosen/rejected",
-                    )
+                    raise unknown_format_error(row.obj, row.source)
                 if frep.format is None:
                     frep.format, first_line = detected, row.source.line
                 elif detected != frep.format:
@@ -191,11 +214,26 @@ def _check_file(
     st: _Pass, path: Path, role: str, fmt: str | None, progress: Progress | None
 ) -> FileReport:
     report = st.report
-    frep = FileReport(role, str(path), sha256=file_sha256(check_file(path)))
+    check_file(path)
+    try:
+        sha = file_sha256(path)
+    except OSError as exc:
+        raise DataError(f"cannot read the file: {exc.strerror or exc}", where=str(path)) from None
+    frep = FileReport(role, str(path), sha256=sha)
     st.paths.append(str(path))
     report.files.append(frep)
     if fmt is not None:
         frep.format = fmt
+    if file_kind(path) == "json" and path.stat().st_size > JSON_WHOLE_FILE_WARN_BYTES:
+        report.add(
+            Issue(
+                "warning",
+                "large_json",
+                f"a .json array is read into memory whole ({path.stat().st_size >> 20} MiB)",
+                str(path),
+                hint="convert it to JSONL (`tunesmith data convert`), which is streamed",
+            )
+        )
     rows = iter_rows(path, progress)
     for chunk in _chunks(_records(rows, fmt, frep, report), CHUNK):
         fresh: list[Record] = []
@@ -342,6 +380,36 @@ def _dedupe(st: _Pass, rec: Record, role: str) -> Issue | None:
     return None
 
 
+def check_options(
+    *,
+    format: str | None = None,
+    train_on: str = "assistant",
+    max_seq_len: int | None = 2048,
+    path: Path | None = None,
+    validation: Path | None = None,
+) -> str | None:
+    """Check the options (and that the files exist) before any slow work such as loading a
+    tokenizer; returns the normalized format."""
+    fmt = normalize_format(format)
+    check_train_on(train_on)
+    if max_seq_len is not None and (isinstance(max_seq_len, bool) or max_seq_len < MIN_SEQ_LEN):
+        raise ConfigError(
+            f"max_seq_len must be at least {MIN_SEQ_LEN} tokens, got {max_seq_len}",
+            hint="the chat template alone takes several tokens; 2048 is a common choice",
+        )
+    for p in (path, validation):
+        if p is not None:
+            check_file(Path(p))
+    same = path is not None and validation is not None
+    if same and Path(path).resolve() == Path(validation).resolve():  # type: ignore[arg-type]
+        raise DataError(
+            "the validation file is the training file",
+            where=str(validation),
+            hint="held-out data must be separate: `tunesmith data split` makes two files",
+        )
+    return fmt
+
+
 def validate(
     path: Path,
     tokenizer: Any = None,
@@ -362,7 +430,13 @@ def validate(
     (token counts, over-long rows); without one only structure is checked. `keep=True` also
     keeps the accepted records and their tokenization (for `prepare_sft`).
     """
-    fmt = normalize_format(format)
+    fmt = check_options(
+        format=format,
+        train_on=train_on,
+        max_seq_len=max_seq_len,
+        path=Path(path),
+        validation=validation,
+    )
     report = ValidationReport(
         settings={
             "model": model,
@@ -376,7 +450,8 @@ def validate(
         report, tokenizer, max_seq_len if tokenizer is not None else None, truncate, train_on, keep
     )
     frep = _check_file(st, Path(path), "train", fmt, progress)
-    if frep.rows_ok < min_examples:
+    unread = report.error_codes.get("unreadable", 0)
+    if frep.rows_ok < min_examples and not unread:
         report.add(
             Issue(
                 "error",
