@@ -87,14 +87,298 @@ def _as_messages(prompt: Any, system: str | None) -> list[dict[str, str]]:
 # Data (tunesmith.data)
 # ---------------------------------------------------------------------------------------------
 
+DEFAULT_DATA_MODEL = "smollm2-135m-instruct"
+
+
+def load_data_tokenizer(model: str | Path | Any = DEFAULT_DATA_MODEL) -> tuple[Any, Path | None]:
+    """The tokenizer (with chat template) of `model` and its directory; accepts a loaded one."""
+    if hasattr(model, "apply_chat_template"):
+        return model, None
+    from tunesmith.errors import ModelError, TunesmithError
+    from tunesmith.models.load import load_tokenizer, resolve_path
+
+    try:
+        path = resolve_path(model)
+        return load_tokenizer(path), path
+    except TunesmithError:
+        raise
+    except Exception as exc:  # a broken model folder: transformers raises OSError/ValueError/...
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(
+            f"cannot load the tokenizer of '{model}': {reason}",
+            hint="pass a Hugging Face model directory with tokenizer files, a .gguf file or "
+            "an alias (see `tunesmith models list`)",
+        ) from None
+
+
+def validate_data(
+    path: str | Path,
+    *,
+    model: str | Path | Any | None = DEFAULT_DATA_MODEL,
+    validation: str | Path | None = None,
+    max_seq_len: int = 2048,
+    truncate: bool = False,
+    format: str | None = None,
+    train_on: str = "assistant",
+    adapter: str = "lora",
+    estimate: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> Any:
+    """Validate a data file (`tunesmith data validate`) and return its `ValidationReport`.
+
+    With a model (the default), every example is rendered with its chat template and tokenized
+    (token counts, over-long rows), and the automatic hyperparameters and a training-time
+    estimate are filled in; `model=None` checks structure only.
+    """
+    from tunesmith.data.validate import add_estimates, check_options, count_parameters, validate
+
+    # Bad options or a missing file fail before the (slow) tokenizer is loaded.
+    check_options(
+        format=format,
+        train_on=train_on,
+        max_seq_len=max_seq_len,
+        path=Path(path),
+        validation=Path(validation) if validation else None,
+    )
+    tokenizer, model_dir = (None, None) if model is None else load_data_tokenizer(model)
+    report, state = validate(
+        Path(path),
+        tokenizer,
+        validation=Path(validation) if validation else None,
+        format=format,
+        max_seq_len=max_seq_len,
+        truncate=truncate,
+        train_on=train_on,
+        model=None if model is None else str(getattr(model, "name_or_path", model)),
+        progress=progress,
+    )
+    if estimate and report.files and report.files[0].rows_ok:
+        import json
+
+        config: dict[str, Any] = {}
+        if model_dir is not None and (model_dir / "config.json").is_file():
+            try:
+                config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                config = {}  # only feeds the time estimate; the tokenizer loaded fine
+        device = "cpu"
+        if tokenizer is not None:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        add_estimates(
+            report,
+            n_params=count_parameters(model_dir),
+            lengths=state.stats.total,
+            adapter=adapter,
+            max_seq_len=max_seq_len,
+            device_type=device,
+            model_config=config,
+        )
+    return report
+
+
+def preview_data(
+    path: str | Path,
+    *,
+    model: str | Path | Any = DEFAULT_DATA_MODEL,
+    n: int = 3,
+    format: str | None = None,
+    train_on: str = "assistant",
+    show_tokens: bool = False,
+) -> list[Any]:
+    """The first `n` examples rendered through the chat template, trained runs marked."""
+    from tunesmith.data.preview import check_preview_options, preview_file
+
+    check_preview_options(Path(path), n, format, train_on)
+    tokenizer, _ = load_data_tokenizer(model)
+    return preview_file(
+        Path(path), tokenizer, n=n, format=format, train_on=train_on, show_tokens=show_tokens
+    )
+
+
+def convert_data(
+    src: str | Path, dst: str | Path, *, to: str = "chat", format: str | None = None
+) -> Any:
+    """Convert any supported data file to canonical chat JSONL (`ConvertResult`)."""
+    from tunesmith.data.convert import convert_file
+
+    return convert_file(Path(src), Path(dst), to=to, format=format)
+
+
+def split_data(
+    src: str | Path,
+    *,
+    val: float = 0.1,
+    seed: int = 0,
+    train_out: str | Path | None = None,
+    validation_out: str | Path | None = None,
+    format: str | None = None,
+) -> Any:
+    """Split a data file into training and validation files (`SplitResult`)."""
+    from tunesmith.data.split import split_file
+
+    return split_file(
+        Path(src),
+        fraction=val,
+        seed=seed,
+        format=format,
+        train_out=Path(train_out) if train_out else None,
+        validation_out=Path(validation_out) if validation_out else None,
+    )
+
+
+def prepare_sft(train: str | Path, tokenizer: Any, **kwargs: Any) -> Any:
+    """Validated, tokenized (and split / mixed) SFT data (`tunesmith.data.prepare.prepare_sft`)."""
+    from tunesmith.data.prepare import prepare_sft as _prepare
+
+    return _prepare(Path(train), tokenizer, **kwargs)
+
+
 # ---------------------------------------------------------------------------------------------
 # Training (tunesmith.train, tunesmith.config)
 # ---------------------------------------------------------------------------------------------
+
+
+def load_run_spec(spec: Any = None, overrides: list[str] | None = None) -> Any:
+    """Validate a run spec (YAML path, dict or RunSpec) plus `key=value` overrides (`RunSpec`).
+
+    Raises `ConfigError` naming the file, line and closest valid key."""
+    from tunesmith.config import load_spec
+
+    return load_spec(spec, overrides)
+
+
+def train(
+    spec: Any,
+    overrides: list[str] | None = None,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> Any:
+    """Train a model (`RunResult`: .run_dir, .final_dir, .metrics, .status).
+
+    `spec` is a RunSpec, a dict or a YAML path; `overrides` are dotted `key=value` strings.
+    Works the same under `torchrun` (DDP/FSDP)."""
+    from tunesmith.train.run import train as _train
+
+    return _train(spec, overrides, progress=progress, log=log)
+
+
+def resume(
+    run_dir: str | Path, *, progress: bool = True, log: Callable[[str], None] | None = None
+) -> Any:
+    """Continue a run from its latest complete checkpoint (`RunResult`)."""
+    from tunesmith.train.run import resume as _resume
+
+    return _resume(run_dir, progress=progress, log=log)
+
+
+def cancel(run_dir: str | Path) -> None:
+    """Ask a running training to stop: it saves a checkpoint and exits cleanly."""
+    from tunesmith.train.run_dir import CANCEL
+
+    (Path(run_dir) / CANCEL).touch()
 
 # ---------------------------------------------------------------------------------------------
 # Evaluation (tunesmith.eval) and the demo
 # ---------------------------------------------------------------------------------------------
 
+
+def evaluate(
+    model: str | Path | Any,
+    data: str | Path,
+    *,
+    baseline: str | Path | Any | None = None,
+    metrics: Sequence[str] | None = None,
+    output_dir: str | Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    **options: Any,
+) -> Any:
+    """Evaluate a model (alias, dir, run dir) on held-out data, against `baseline` when given
+    (`tunesmith eval`). A run dir without a baseline is compared with its own base model.
+    Returns a `ComparisonResult`; with `output_dir`, writes results.json/report.md/report.html.
+    Options: main_metric, schema (dict or JSON file), max_new_tokens, batch_size, seed, loss,
+    reference (None/'bundled'/'sharegpt'/path/False), forgetting_threshold, long_prompt, limit.
+    """
+    from tunesmith.eval.compare import compare_models, compare_run, load_schema
+
+    if isinstance(options.get("schema"), (str, Path)):
+        options["schema"] = load_schema(options["schema"])
+    path = Path(str(model)) if isinstance(model, (str, Path)) else None
+    if baseline is None and path is not None and (path / "manifest.json").is_file():
+        return compare_run(path, data, metrics=metrics, output_dir=output_dir,
+                           progress=progress, **options)
+    if path is not None and (path / "manifest.json").is_file() and (path / "final").is_dir():
+        model = path / "final"
+    return compare_models(model, baseline, data, metrics=metrics, output_dir=output_dir,
+                          progress=progress, **options)
+
+
+def compare(
+    run_dir: str | Path,
+    data: str | Path | None = None,
+    *,
+    output_dir: str | Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    **options: Any,
+) -> Any:
+    """Base vs tuned for a finished run (`tunesmith compare`): defaults to the run's base model
+    and validation data; reports go to RUN_DIR/eval/. Returns a `ComparisonResult`."""
+    from tunesmith.eval.compare import compare_run
+
+    return compare_run(run_dir, data, output_dir=output_dir, progress=progress, **options)
+
+
+def run_demo(
+    output_dir: str | Path | None = None,
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    **options: Any,
+) -> Any:
+    """The `tunesmith demo` job: validate the bundled task, train LoRA on the default model,
+    compare base vs tuned and write the report (`DemoResult`)."""
+    from tunesmith.demo import run_demo as _run_demo
+
+    return _run_demo(output_dir, progress=progress, log=log, **options)
+
+
 # ---------------------------------------------------------------------------------------------
 # Export (tunesmith.export)
 # ---------------------------------------------------------------------------------------------
+
+
+def export_model(
+    path: str | Path,
+    *,
+    format: str = "gguf",
+    quantize: str | None = None,
+    out: str | Path | None = None,
+    base: str | Path | None = None,
+    name: str | None = None,
+    force: bool = False,
+    verify: bool = True,
+    progress: Callable[[str, float], None] | None = None,
+) -> Any:
+    """Export a run dir (or adapter / model dir) as merged HF safetensors or GGUF + Modelfile.
+
+    `quantize`: f32|f16|bf16 for hf (default f32); f32|f16|bf16|q8_0|q5_1|q5_0|q4_1|q4_0 for gguf
+    (default q8_0). With `verify` the export is reloaded and compared with the merged model
+    before it is put in place; returns an `ExportResult` (files, notes, round-trip numbers).
+    """
+    from tunesmith.export import export_model as _export
+
+    return _export(
+        path, fmt=format, quantize=quantize, out=out, base=base, name=name, force=force,
+        verify=verify, progress=progress,
+    )  # fmt: skip
+
+
+def merge_adapter(path: str | Path, *, base: str | Path | None = None) -> Any:
+    """Load a run / adapter dir with its adapter merged at float32 (`MergedModel`: model,
+    tokenizer), e.g. to compare it with the exported model."""
+    from tunesmith.export.merge import load_merged
+    from tunesmith.export.source import resolve_source
+
+    return load_merged(resolve_source(path, base=base))

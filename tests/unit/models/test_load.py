@@ -45,7 +45,8 @@ def test_adapter_dir_attaches_lora(tiny_model_dir: Path, tmp_path: Path) -> None
 
     base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     peft_model = get_peft_model(
-        base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        base,
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
     )
     adapter = tmp_path / "adapter"
     peft_model.save_pretrained(adapter)

@@ -26,14 +26,14 @@ def test_missing_path_is_a_one_line_model_error() -> None:
 
 
 def test_dir_without_config_is_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="no config.json"):
+    with pytest.raises(ModelError, match=r"no config\.json"):
         registry.resolve(str(tmp_path))
 
 
 def test_non_gguf_file_is_rejected(tmp_path: Path) -> None:
     f = tmp_path / "weights.bin"
     f.write_bytes(b"\x80\x04not a pickle we would ever load")
-    with pytest.raises(ModelError, match="not a .gguf"):
+    with pytest.raises(ModelError, match=r"not a \.gguf"):
         registry.resolve(str(f))
 
 

@@ -1,0 +1,436 @@
+"""Training throughput: tunesmith SFT vs trl's SFTTrainer, same model, data and settings.
+
+    .venv/bin/python bench/train_throughput.py --steps 20            # the measurement
+    .venv/bin/python bench/train_throughput.py --steps 2 --max-seq-len 256 --examples 60  # smoke
+
+Both sides: the default model (fp32 on CPU, bf16 autocast on CUDA), LoRA r=16 / alpha 32 /
+dropout 0.05 on all linear layers, no gradient checkpointing, the same variable-length chat
+data (1-3 exchanges drawn from examples/chat-sample.jsonl), loss on the final answer only
+(ours: train_on=last; trl: prompt/completion data, completion-only loss), the same max length,
+learning rate, schedule and tokens per optimizer step:
+  ours           packed rows of max_seq_len, 1 row per micro-batch, G micro-batches per step;
+  trl packing on  the same (trl's best-fit packing, padding-free), G micro-batches per step;
+  trl packing off B examples per micro-batch (B = examples per packed row), G per step.
+Each side runs in its own subprocess so its peak RSS is its own. Trained tokens/s are counted
+from the labels each side actually trained on, over steps 2..N (step 1 includes warm-up).
+Quality: the loss of each trained model on the same 40 held-out conversations, computed by the
+same code (per-step training losses differ by batch composition, so they are only shown).
+MFU = model FLOPs (4 x non-embedding params per input token for the frozen base, + 6 x LoRA
+params, + 4 x lm_head params per trained token) / time / a matmul peak measured in this run.
+Results: printed, and written to bench/results/train_throughput-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SAMPLE = ROOT / "examples" / "chat-sample.jsonl"
+LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
+LR = 2e-4
+WARMUP = 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: variable-length conversations built from the bundled sample
+# ---------------------------------------------------------------------------------------------
+
+
+def build_data(n: int, seed: int, out_dir: Path) -> tuple[Path, Path]:
+    """Write the same conversations twice: chat messages (ours) and prompt/completion (trl)."""
+    rng = random.Random(seed)
+    pairs = []
+    for line in SAMPLE.read_text(encoding="utf-8").splitlines():
+        msgs = json.loads(line)["messages"]
+        for i, m in enumerate(msgs):
+            if m["role"] == "assistant" and i > 0 and msgs[i - 1]["role"] == "user":
+                pairs.append((msgs[i - 1]["content"], m["content"]))
+    system = {"role": "system", "content": "You are a support triage assistant. Reply in JSON."}
+    ours, theirs = out_dir / "ours.jsonl", out_dir / "trl.jsonl"
+    with open(ours, "w", encoding="utf-8") as fo, open(theirs, "w", encoding="utf-8") as ft:
+        for k in range(n):
+            turns = [rng.choice(pairs) for _ in range(rng.randint(1, 3))]
+            messages = [system]
+            for j, (user, answer) in enumerate(turns):
+                messages += [
+                    {"role": "user", "content": f"[ticket {k}] {user}" if j == 0 else user},
+                    {"role": "assistant", "content": answer},
+                ]
+            fo.write(json.dumps({"messages": messages}) + "\n")
+            ft.write(json.dumps({"prompt": messages[:-1], "completion": messages[-1:]}) + "\n")
+    return ours, theirs
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers (each in its own process)
+# ---------------------------------------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def worker_ours(args: argparse.Namespace) -> dict:
+    from tunesmith import api
+
+    spec = {
+        "model": args.model,
+        "adapter": "lora",
+        "lora": {**LORA, "target_modules": "all-linear"},
+        "data": {
+            "train": args.data,
+            "max_seq_len": args.max_seq_len,
+            "packing": True,
+            "train_on": "last",
+        },
+        "batch_size": 1,
+        "grad_accum": args.grad_accum,
+        "learning_rate": LR,
+        "warmup": WARMUP,
+        "scheduler": "cosine",
+        "max_steps": args.steps,
+        "save_every_steps": 10**9,
+        "eval": {"compare_base": False},
+        "output_dir": str(Path(args.tmp) / "ours-run"),
+        "seed": 0,
+    }
+    result = api.train(spec, progress=False, log=lambda _: None)
+    from tunesmith.models.load import load_tokenizer, resolve_path
+
+    heldout = heldout_loss(
+        result.model, load_tokenizer(resolve_path(args.model)), args.heldout, args.max_seq_len
+    )
+    m = result.metrics
+    first, last = m[0], m[-1]
+    tokens = last["trained_tokens"] - first["trained_tokens"]
+    seconds = last["elapsed_s"] - first["elapsed_s"]
+    model = result.model
+    return {
+        "losses": [x["loss"] for x in m],
+        "heldout_loss": heldout,
+        "trained_tokens": tokens,
+        "seconds": seconds,
+        "trained_tokens_per_s": tokens / max(seconds, 1e-9),
+        "input_tokens_per_step": args.grad_accum * args.max_seq_len,
+        "flops": _flops(model, tokens, input_tokens=_ours_input_tokens(result, len(m) - 1)),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def _ours_input_tokens(result, steps: int) -> int:
+    """Input tokens of steps 2..N: every packed row's length (rows are max_seq_len or less)."""
+    from tunesmith.data.prepare import prepare_sft
+    from tunesmith.models.load import load_tokenizer, resolve_path
+    from tunesmith.train.batching import epoch_order, make_rows, step_micro_batches, steps_per_epoch
+
+    spec = result.spec
+    tok = load_tokenizer(resolve_path(spec.model))
+    data = prepare_sft(
+        Path(spec.data.train), tok, max_seq_len=spec.data.max_seq_len, train_on="last"
+    )
+    rows = make_rows(data.train, spec.data.max_seq_len, packing=True)
+    per_epoch = steps_per_epoch(len(rows), spec.grad_accum)
+    total = 0
+    for step in range(1, steps + 1):
+        epoch, in_epoch = divmod(step, per_epoch)
+        order = epoch_order(len(rows), spec.seed, epoch)
+        for mb in step_micro_batches(
+            rows, order, in_epoch, batch_size=1, grad_accum=spec.grad_accum
+        ):
+            total += sum(len(r) for r in mb if r.n_trained)
+    return total
+
+
+def heldout_loss(model, tokenizer, path: str, max_seq_len: int) -> float:
+    """Mean token loss of `model` on the held-out file (final answers only), computed by the
+    same code for both sides, so the quality comparison does not depend on batch noise."""
+    import torch
+
+    from tunesmith.data.prepare import prepare_sft
+    from tunesmith.train.batching import collate, make_rows
+    from tunesmith.train.losses import SFTLoss
+
+    data = prepare_sft(Path(path), tokenizer, max_seq_len=max_seq_len, train_on="last")
+    rows = make_rows(data.train, max_seq_len, packing=True)
+    loss_fn = SFTLoss(model)
+    model.eval()
+    total = count = 0.0
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for row in rows:
+            loss_sum, n, _ = loss_fn(**collate([row], tokenizer.pad_token_id, device))
+            total += loss_sum.item()
+            count += int(n)
+    return total / max(1.0, count)
+
+
+def worker_trl(args: argparse.Namespace) -> dict:
+    import torch
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from tunesmith.models.load import load_tokenizer, resolve_path
+
+    path = resolve_path(args.model)
+    tok = load_tokenizer(path)
+    cuda = torch.cuda.is_available()
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    dataset = load_dataset("json", data_files=args.data, split="train")
+    packing = args.trl_packing == "on"
+    config = SFTConfig(
+        output_dir=str(Path(args.tmp) / f"trl-{args.trl_packing}"),
+        max_length=args.max_seq_len,
+        packing=packing,
+        per_device_train_batch_size=1 if packing else args.trl_batch,
+        gradient_accumulation_steps=args.grad_accum,
+        learning_rate=LR,
+        lr_scheduler_type="cosine",
+        warmup_steps=WARMUP,
+        max_steps=args.steps,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        bf16=cuda,
+        fp16=False,
+        gradient_checkpointing=False,
+        use_cpu=not cuda,
+        dataloader_num_workers=0,
+        seed=0,
+        completion_only_loss=True,
+    )
+    counts: dict[str, list] = {"tokens": [], "inputs": [], "times": [], "losses": []}
+
+    class Counting(SFTTrainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            labels = inputs["labels"]
+            counts["tokens"].append(int((labels[..., 1:] != -100).sum()))
+            counts["inputs"].append(int(labels.numel()))
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *a, **k):
+            counts["times"].append(time.perf_counter())
+
+        def on_log(self, _args, _state, _control, logs=None, **k):
+            if logs and "loss" in logs:
+                counts["losses"].append(float(logs["loss"]))
+
+    peft = LoraConfig(
+        r=LORA["r"],
+        lora_alpha=LORA["alpha"],
+        lora_dropout=LORA["dropout"],
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    trainer = Counting(
+        model=model,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tok,
+        peft_config=peft,
+        callbacks=[Clock()],
+    )
+    trainer.train()
+    heldout = heldout_loss(trainer.model, tok, args.heldout, args.max_seq_len)
+    ga = args.grad_accum
+    tokens = sum(counts["tokens"][ga:])  # steps 2..N
+    inputs = sum(counts["inputs"][ga:])
+    seconds = counts["times"][-1] - counts["times"][0]
+    return {
+        "losses": counts["losses"],
+        "heldout_loss": heldout,
+        "trained_tokens": tokens,
+        "seconds": seconds,
+        "trained_tokens_per_s": tokens / max(seconds, 1e-9),
+        "input_tokens_per_step": inputs / max(1, len(counts["times"]) - 1),
+        "flops": _flops(trainer.model, tokens, input_tokens=inputs),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def _flops(model, trained_tokens: int, *, input_tokens: int) -> float:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings().weight.numel()
+    embed = base.get_input_embeddings().weight.numel()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    tied = base.get_output_embeddings().weight is base.get_input_embeddings().weight
+    body = frozen - embed - (0 if tied else head)
+    return float(input_tokens * (4 * body + 6 * trainable) + trained_tokens * 4 * head)
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------------------------
+
+
+def matmul_peak(seconds: float = 3.0, size: int = 2048) -> float:
+    """Best fp32 matmul FLOP/s this process reaches (all threads) — the MFU denominator."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best, end = 0.0, time.time() + seconds
+    while time.time() < end:
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * size**3 / (time.perf_counter() - t))
+    return best
+
+
+def run_worker(kind: str, args: argparse.Namespace, data: Path, extra: list[str]) -> dict:
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        kind,
+        "--data",
+        str(data),
+        "--tmp",
+        args.tmp,
+        "--steps",
+        str(args.steps),
+        "--max-seq-len",
+        str(args.max_seq_len),
+        "--grad-accum",
+        str(args.grad_accum),
+        "--model",
+        args.model,
+        "--heldout",
+        args.heldout,
+        *extra,
+    ]
+    print(f"running {kind} {' '.join(extra)} ...", flush=True)
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"},
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{kind} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--max-seq-len", type=int, default=1024)
+    p.add_argument("--grad-accum", type=int, default=2)
+    p.add_argument("--examples", type=int, default=600)
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--skip-trl", action="store_true")
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument("--worker", choices=["ours", "trl"])
+    p.add_argument("--trl-packing", choices=["on", "off"], default="off")
+    p.add_argument("--trl-batch", type=int, default=1)
+    p.add_argument("--data")
+    p.add_argument("--heldout")
+    p.add_argument("--tmp")
+    args = p.parse_args()
+
+    if args.worker:
+        result = worker_ours(args) if args.worker == "ours" else worker_trl(args)
+        print(json.dumps(result))
+        return
+
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="ts-bench-") as tmp:
+        args.tmp = tmp
+        ours_data, trl_data = build_data(args.examples, 0, Path(tmp))
+        held_dir = Path(tmp) / "heldout"
+        held_dir.mkdir()
+        args.heldout = str(build_data(40, 1, held_dir)[0])
+        peak = matmul_peak()
+        results = {"ours": run_worker("ours", args, ours_data, [])}
+        # trl without packing: as many examples per micro-batch as one packed row holds.
+        batch = _examples_per_row(ours_data, args)
+        if not args.skip_trl:
+            results["trl_packing_off"] = run_worker(
+                "trl", args, trl_data, ["--trl-packing", "off", "--trl-batch", str(batch)]
+            )
+            results["trl_packing_on"] = run_worker("trl", args, trl_data, ["--trl-packing", "on"])
+    ours = results["ours"]
+    report = {
+        "when": dt.datetime.now().isoformat(timespec="seconds"),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "settings": {
+            "steps": args.steps,
+            "max_seq_len": args.max_seq_len,
+            "grad_accum": args.grad_accum,
+            "examples": args.examples,
+            "trl_batch_packing_off": batch,
+            "lora": LORA,
+            "learning_rate": LR,
+        },
+        "matmul_peak_gflops": peak / 1e9,
+        "results": results,
+        "ours_mfu": ours["flops"] / ours["seconds"] / peak,
+    }
+    print(f"\nmatmul peak {peak / 1e9:.1f} GFLOP/s; {report['threads']} threads")
+    print(
+        f"{'':18}{'trained tok/s':>14}{'peak RSS MB':>13}{'train loss*':>12}"
+        f"{'held-out loss':>14}{'MFU':>8}"
+    )
+    for name, r in results.items():
+        mfu = r["flops"] / r["seconds"] / peak
+        r["train_loss_tail"] = _tail_mean(r["losses"])
+        print(
+            f"{name:18}{r['trained_tokens_per_s']:14.1f}{r['peak_rss_mb']:13.0f}"
+            f"{r['train_loss_tail']:12.4f}{r['heldout_loss']:14.4f}{mfu:8.1%}"
+        )
+    print("* mean training loss over the last quarter of the steps")
+    for name in ("trl_packing_off", "trl_packing_on"):
+        if name in results:
+            r = results[name]
+            ratios = {
+                "speed": ours["trained_tokens_per_s"] / r["trained_tokens_per_s"],
+                "memory": ours["peak_rss_mb"] / r["peak_rss_mb"],
+                "heldout_loss_rel_diff": (ours["heldout_loss"] - r["heldout_loss"])
+                / r["heldout_loss"],
+            }
+            report[f"vs_{name}"] = ratios
+            print(
+                f"ours vs {name}: {ratios['speed']:.2f}x trained tok/s, memory "
+                f"{ratios['memory']:.2f}x, held-out loss {ratios['heldout_loss_rel_diff']:+.1%}"
+            )
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"train_throughput-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written: {out}")
+
+
+def _tail_mean(values: list[float]) -> float:
+    tail = values[-max(1, len(values) // 4) :]
+    return sum(tail) / len(tail)
+
+
+def _examples_per_row(data: Path, args: argparse.Namespace) -> int:
+    from tunesmith.data.prepare import prepare_sft
+    from tunesmith.models.load import load_tokenizer, resolve_path
+    from tunesmith.train.batching import make_rows
+
+    tok = load_tokenizer(resolve_path(args.model))
+    prepared = prepare_sft(data, tok, max_seq_len=args.max_seq_len, train_on="last")
+    rows = make_rows(prepared.train, args.max_seq_len, packing=True)
+    return max(1, round(len(prepared.train) / max(1, len(rows))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,364 @@
+"""Run specs: what a training run is, as a strict pydantic model.
+
+Why strict: a typo in a config (`learnig_rate: 1e-3`) that is silently ignored costs a user a
+whole run. Every block forbids unknown keys and the error names the file, the line and the
+closest valid key. A spec comes from YAML, a dict or the CLI, plus dotted `key=value`
+overrides (`lora.r=8`, `data.packing=false`). Values written `auto` are resolved once the data
+and hardware are known into a `ResolvedSpec` (see `tunesmith.train.auto` for the rules); the
+resolved spec is what gets printed and written to `RUN_DIR/config.yaml`, so a run directory
+always says exactly what ran.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tunesmith.errors import ConfigError
+
+Auto = Literal["auto"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraSpec(_Strict):
+    r: int = Field(16, gt=0, description="LoRA rank")
+    alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: str | list[str] = Field(
+        "all-linear", description="'all-linear' (every linear layer but the LM head) or names"
+    )
+
+
+class DataSpec(_Strict):
+    train: Path | None = None
+    validation: Path | None = None
+    validation_fraction: float | None = Field(None, gt=0.0, lt=1.0)
+    max_seq_len: int = Field(1024, ge=8)
+    packing: bool = True
+    train_on: Literal["assistant", "all", "last"] = "assistant"
+    truncate: bool = False
+    format: str | None = None
+    mix: list[Any] = Field(default_factory=list)
+
+
+class EvalSpec(_Strict):
+    every_steps: int | Auto = "auto"
+    compare_base: bool = True
+
+
+class EarlyStoppingSpec(_Strict):
+    enabled: bool = False
+    patience: int = Field(3, ge=1, description="evaluations without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0.0)
+
+
+class DistributedSpec(_Strict):
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+
+
+class RunSpec(_Strict):
+    """A training run as the user wrote it (values may be `auto`)."""
+
+    model: str = "smollm2-135m-instruct"
+    method: Literal["sft"] = "sft"
+    adapter: Literal["lora", "qlora", "dora", "none"] = "lora"
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
+    epochs: int | Auto = "auto"
+    batch_size: int | Auto = "auto"
+    grad_accum: int | Auto = "auto"
+    learning_rate: float | Auto = "auto"
+    lr_multiplier: float = Field(1.0, gt=0.0)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup: float = Field(0.03, ge=0.0, description="fraction of steps if < 1, else steps")
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float | None = Field(1.0, description="0 or null disables clipping")
+    seed: int = 0
+    max_steps: int | None = Field(None, ge=1)
+    log_every_steps: int = Field(1, ge=1)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    save_every_steps: int | Auto = "auto"
+    keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept (plus the best)")
+    early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec)
+    output_dir: Path | None = None
+    distributed: DistributedSpec = Field(default_factory=DistributedSpec)
+    gradient_checkpointing: bool = False
+    compile: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+
+    @field_validator("epochs", "batch_size", "grad_accum", "save_every_steps")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be at least 1 (or auto)")
+        return value
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _positive_lr(cls, value: float | str) -> float | str:
+        if isinstance(value, float) and not value > 0:
+            raise ValueError("must be > 0 (or auto)")
+        return value
+
+
+class ResolvedSpec(RunSpec):
+    """A spec with every `auto` replaced by a concrete value; `auto_notes` says why each was
+    chosen. This is what `RUN_DIR/config.yaml` holds and what `--resume` reads back."""
+
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    grad_accum: int = Field(ge=1)
+    learning_rate: float = Field(gt=0.0)
+    save_every_steps: int = Field(ge=1)
+    eval_every_steps: int | None = None
+    total_steps: int = Field(ge=1)
+    world_size: int = 1
+    auto_notes: dict[str, str] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading: YAML / dict + overrides, with errors that point at the line and suggest a key
+# ---------------------------------------------------------------------------------------------
+
+
+def load_spec(
+    spec: RunSpec | dict[str, Any] | str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    cls: type[RunSpec] = RunSpec,
+) -> RunSpec:
+    """Build a validated spec from a `RunSpec`, a dict or a YAML file, then apply overrides."""
+    source = "config"
+    lines: dict[tuple[str, ...], int] = {}
+    if spec is None:
+        data: dict[str, Any] = {}
+    elif isinstance(spec, RunSpec):
+        data = spec.model_dump(mode="json", exclude_unset=True)
+    elif isinstance(spec, dict):
+        data = dict(spec)
+    else:
+        path = Path(spec)
+        source = str(path)
+        data, lines = _read_yaml(path)
+    for text in overrides or []:
+        _apply_override(data, text, cls)
+    return validate_spec(data, source=source, lines=lines, cls=cls)
+
+
+def validate_spec(
+    data: dict[str, Any],
+    *,
+    source: str = "config",
+    lines: dict[tuple[str, ...], int] | None = None,
+    cls: type[RunSpec] = RunSpec,
+) -> RunSpec:
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc, source, lines or {}, cls) from None
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"invalid YAML: {problem}", where=f"{path}{line}") from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError("a config file must be a mapping of keys to values", where=str(path))
+    lines: dict[tuple[str, ...], int] = {}
+    _key_lines(node, (), lines)
+    return data, lines
+
+
+def _key_lines(node: Any, prefix: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:
+    """Map every dotted key path in a composed YAML tree to its 1-based line."""
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = (*prefix, str(key_node.value))
+            out[key] = key_node.start_mark.line + 1
+            _key_lines(value_node, key, out)
+
+
+def _apply_override(data: dict[str, Any], text: str, cls: type[RunSpec]) -> None:
+    import yaml
+
+    if "=" not in text:
+        raise ConfigError(
+            f"override '{text}' is not key=value", hint="for example: lora.r=8 or epochs=2"
+        )
+    key, _, raw = text.partition("=")
+    parts = key.strip().split(".")
+    _check_path(parts, cls, f"override '{text}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _fields_at(cls: type[BaseModel], parts: list[str]) -> tuple[type[BaseModel] | None, str]:
+    """The model class that holds the last key in `parts` (None when it is not a block)."""
+    model: type[BaseModel] | None = cls
+    for part in parts[:-1]:
+        if model is None or part not in model.model_fields:
+            return None, part
+        annotation = model.model_fields[part].annotation
+        model = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+    return model, parts[-1]
+
+
+def _check_path(parts: list[str], cls: type[RunSpec], what: str) -> None:
+    prefix: list[str] = []
+    model: type[BaseModel] | None = cls
+    for part in parts:
+        if model is None:
+            raise ConfigError(f"{what}: '{'.'.join(prefix)}' has no sub-keys")
+        if part not in model.model_fields:
+            dotted = ".".join([*prefix, part])
+            raise ConfigError(f"{what}: unknown key '{dotted}'", hint=_suggest(part, model, prefix))
+        annotation = model.model_fields[part].annotation
+        model = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+        prefix.append(part)
+
+
+# Names other tools (peft, trl, axolotl, HF TrainingArguments) use for our keys.
+_ALIASES = {
+    "rank": "r",
+    "lora_r": "r",
+    "lora_alpha": "alpha",
+    "lora_dropout": "dropout",
+    "target": "target_modules",
+    "lr": "learning_rate",
+    "num_train_epochs": "epochs",
+    "num_epochs": "epochs",
+    "micro_batch_size": "batch_size",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "max_length": "max_seq_len",
+    "sequence_len": "max_seq_len",
+    "max_seq_length": "max_seq_len",
+    "lr_scheduler_type": "scheduler",
+    "lr_scheduler": "scheduler",
+    "warmup_ratio": "warmup",
+    "warmup_steps": "warmup",
+    "base_model": "model",
+    "model_name_or_path": "model",
+    "output": "output_dir",
+    "eval_steps": "every_steps",
+    "save_steps": "save_every_steps",
+    "sample_packing": "packing",
+    "method": "method",
+}
+
+
+def _suggest(key: str, model: type[BaseModel], prefix: list[str]) -> str:
+    """'did you mean ...': a known alias first (here, then in a nested block), then the
+    closest spelling (here, then in a nested block), else the list of valid keys."""
+    names = [n for n in model.model_fields if n not in ("auto_notes",)]
+    blocks = {
+        n: info.annotation
+        for n, info in model.model_fields.items()
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+    }
+    alias = _ALIASES.get(key)
+    found: list[str] | None = None
+    if alias in names:
+        found = [alias]
+    for name, sub in blocks.items():
+        if found is None and alias in sub.model_fields:
+            found = [name, alias]
+    if found is None:
+        close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+        found = close[:1] or None
+    for name, sub in blocks.items():
+        inner = difflib.get_close_matches(key, list(sub.model_fields), n=1, cutoff=0.8)
+        if found is None and inner:
+            found = [name, inner[0]]
+    if found:
+        return f"did you mean '{'.'.join([*prefix, *found])}'?"
+    where = f" in '{'.'.join(prefix)}'" if prefix else ""
+    return f"valid keys{where}: {', '.join(names)}"
+
+
+_UNION_TAGS = {"int", "float", "str", "bool", "path", "none"}
+_UNION_PREFIXES = ("literal[", "list[", "function-", "lax-or-strict", "constrained-")
+
+
+def _config_error(
+    exc: ValidationError, source: str, lines: dict[tuple[str, ...], int], cls: type[RunSpec]
+) -> ConfigError:
+    """Turn pydantic's errors into one message: every problem with its line and a hint."""
+    problems: list[str] = []
+    hint: str | None = None
+    first_line: int | None = None
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
+        # pydantic reports union members as extra path parts ("int", "literal['auto']").
+        loc = [p for p in loc if p not in _UNION_TAGS and not p.startswith(_UNION_PREFIXES)]
+        dotted = ".".join(loc) or "(top level)"
+        line = lines.get(tuple(loc))
+        if line is not None and first_line is None:
+            first_line = line
+        at = f" (line {line})" if line is not None else ""
+        if err["type"] == "extra_forbidden":
+            model, key = _fields_at(cls, loc)
+            if hint is None and model is not None:
+                hint = _suggest(key, model, loc[:-1])
+            problems.append(f"unknown key '{dotted}'{at}")
+        else:
+            problems.append(f"'{dotted}'{at}: {err['msg']} (got {err.get('input')!r})")
+    # Deduplicate (a union field reports once per member) while keeping order.
+    seen: list[str] = []
+    for p in problems:
+        if p not in seen:
+            seen.append(p)
+    where = f"{source}:{first_line}" if first_line is not None else source
+    return ConfigError("; ".join(seen), where=where, hint=hint)
+
+
+def dump_spec(spec: RunSpec) -> str:
+    """YAML text of a spec, in field order (paths as strings), for printing and config.yaml."""
+    import yaml
+
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def write_spec(spec: RunSpec, path: Path) -> None:
+    from tunesmith.train.run_dir import atomic_write_text
+
+    atomic_write_text(path, dump_spec(spec))

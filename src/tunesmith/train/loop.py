@@ -1,0 +1,311 @@
+"""The training loop: one function, top to bottom, no framework.
+
+Read `train_loop` to know exactly what a step does:
+  1. take this step's micro-batches (deterministic from seed, epoch and position),
+  2. count the trained tokens of the WHOLE optimizer step (all micro-batches, all ranks),
+  3. forward/backward each micro-batch with loss = sum of token losses / that count
+     (so a step's gradient is the mean over trained tokens, however the rows were split),
+  4. stop with an error naming the step if the loss or gradient norm is not finite,
+  5. clip, optimizer step, LR schedule,
+  6. validate / log / checkpoint / early-stop / honour a cancel request, on their cadence.
+Everything else (building the model, data, run directory) lives in `run.py`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunesmith.errors import TrainingError
+from tunesmith.train import checkpoint as ckpt
+from tunesmith.train import distributed as dist
+from tunesmith.train.batching import Row, collate, epoch_order, step_micro_batches, steps_per_epoch
+from tunesmith.train.callbacks import Sinks
+from tunesmith.train.losses import count_trained
+from tunesmith.train.run_dir import CANCEL
+
+
+@dataclass
+class LoopState:
+    """Counters saved in every checkpoint; with the RNG states they define the data position."""
+
+    step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    trained_tokens: int = 0
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    evals_since_best: int = 0
+    elapsed_s: float = 0.0
+
+
+@dataclass
+class LoopContext:
+    spec: Any  # ResolvedSpec
+    model: Any  # the (peft-)model being trained
+    wrapped: Any  # SFTLoss, possibly inside DDP/FSDP
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    rows: list[Row]
+    val_rows: list[Row]
+    info: dist.DistInfo
+    device: torch.device
+    run_dir: Path
+    pad_id: int
+    sinks: Sinks
+    autocast_dtype: torch.dtype | None = None
+    state: LoopState = field(default_factory=LoopState)
+    status: str = "running"
+
+
+# ---------------------------------------------------------------------------------------------
+# Cancel: SIGINT / SIGTERM / RUN_DIR/CANCEL -> save a checkpoint, stop cleanly
+# ---------------------------------------------------------------------------------------------
+
+
+class CancelWatch:
+    def __init__(self, run_dir: Path):
+        self.file = Path(run_dir) / CANCEL
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: stop now
+        self.requested = True
+
+    def __enter__(self) -> CancelWatch:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def poll(self) -> bool:
+        return self.requested or self.file.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+
+def _autocast(ctx: LoopContext) -> contextlib.AbstractContextManager:
+    if ctx.autocast_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=ctx.device.type, dtype=ctx.autocast_dtype)
+
+
+def _no_sync(ctx: LoopContext, last: bool) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext() if last else dist.no_sync(ctx.wrapped)
+
+
+def train_loop(ctx: LoopContext) -> str:
+    """Run until total_steps, early stop or cancel. Returns the final status."""
+    spec, st = ctx.spec, ctx.state
+    total = spec.total_steps
+    world = ctx.info.world_size
+    per_epoch = steps_per_epoch(len(ctx.rows), spec.batch_size * spec.grad_accum * world)
+    params = [p for p in ctx.model.parameters() if p.requires_grad]
+    order_epoch, order = -1, []
+    ctx.sinks.start(total, st.step)
+    # tokens/s counts training time only (not validation or checkpoint writes)
+    window_tokens, window_time = 0, 0.0
+    run_start = time.perf_counter() - st.elapsed_s
+
+    with CancelWatch(ctx.run_dir) as cancel:
+        while st.step < total:
+            step_start = time.perf_counter()
+            if st.step_in_epoch >= per_epoch:
+                st.epoch += 1
+                st.step_in_epoch = 0
+            if order_epoch != st.epoch:
+                order, order_epoch = epoch_order(len(ctx.rows), spec.seed, st.epoch), st.epoch
+            micro = step_micro_batches(
+                ctx.rows,
+                order,
+                st.step_in_epoch,
+                batch_size=spec.batch_size,
+                grad_accum=spec.grad_accum,
+                world_size=world,
+                rank=ctx.info.rank,
+            )
+            batches = [collate(m, ctx.pad_id, ctx.device) for m in micro]
+            # (2) trained tokens of the whole optimizer step, over every rank
+            local_tokens = sum(count_trained(b["labels"]) for b in batches)
+            n_step = int(dist.all_reduce_sum(torch.tensor([float(local_tokens)]))[0].item())
+            scale = world / max(1, n_step)  # DDP averages gradients over ranks: undo that
+
+            # (3) forward / backward per micro-batch
+            loss_sum = torch.zeros((), dtype=torch.float64)
+            for i, batch in enumerate(batches):
+                with _no_sync(ctx, i == len(batches) - 1), _autocast(ctx):
+                    part, _, _ = ctx.wrapped(**batch)
+                (part * scale).backward()
+                loss_sum += part.detach().double().cpu()
+
+            # (4) one all-reduce for loss and the cancel flag; non-finite stops the run
+            flags = torch.tensor([loss_sum.item(), float(cancel.poll())], dtype=torch.float64)
+            flags = dist.all_reduce_sum(flags)
+            loss = flags[0].item() / max(1, n_step)
+            step_no = st.step + 1
+            if not math.isfinite(loss):
+                raise TrainingError(
+                    f"loss is {loss} at step {step_no} (epoch {st.epoch + 1}); training stopped",
+                    hint="lower learning_rate (or lr_multiplier) or check the data",
+                )
+            # (5) clip, step, schedule
+            grad_norm = dist.clip_grad_norm(params, spec.max_grad_norm)
+            if not math.isfinite(grad_norm):
+                raise TrainingError(
+                    f"gradient norm is {grad_norm} at step {step_no} (epoch {st.epoch + 1}); "
+                    "training stopped",
+                    hint="lower learning_rate (or lr_multiplier), or set max_grad_norm",
+                )
+            lr = ctx.optimizer.param_groups[0]["lr"]
+            ctx.optimizer.step()
+            ctx.scheduler.step()
+            ctx.optimizer.zero_grad(set_to_none=True)
+            st.step, st.step_in_epoch = step_no, st.step_in_epoch + 1
+            st.trained_tokens += n_step
+            window_tokens += n_step
+            window_time += time.perf_counter() - step_start
+
+            # (6) validate, log, checkpoint, early stop, cancel
+            record: dict[str, Any] = {
+                "step": st.step,
+                "epoch": round(st.epoch + st.step_in_epoch / per_epoch, 4),
+                "loss": loss,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "trained_tokens": st.trained_tokens,
+            }
+            stop_early = False
+            is_eval = bool(spec.eval_every_steps) and (
+                st.step % spec.eval_every_steps == 0 or st.step == total
+            )
+            if is_eval and ctx.val_rows:
+                record.update(evaluate(ctx))
+                stop_early = _early_stopping(ctx, record["val_loss"])
+            if is_eval or st.step % spec.log_every_steps == 0 or st.step == total:
+                record["tokens_per_s"] = window_tokens / max(1e-9, window_time)
+                record["elapsed_s"] = round(time.perf_counter() - run_start, 3)
+                window_tokens, window_time = 0, 0.0
+                if ctx.info.is_main:
+                    ctx.sinks.log(record)
+                    if "val_loss" in record:
+                        ctx.sinks.eval(record)
+            st.elapsed_s = time.perf_counter() - run_start
+            cancelled = flags[1].item() > 0
+            if st.step % spec.save_every_steps == 0 or cancelled:
+                save(ctx)
+            if cancelled:
+                ctx.sinks.message(f"cancelled at step {st.step}; checkpoint saved")
+                return "cancelled"
+            if stop_early:
+                ctx.sinks.message(
+                    f"early stopping at step {st.step}: no validation improvement in "
+                    f"{spec.early_stopping.patience} evaluations (best {st.best_val_loss:.4f} "
+                    f"at step {st.best_step})"
+                )
+                return "early_stopped"
+    return "completed"
+
+
+def _early_stopping(ctx: LoopContext, val_loss: float) -> bool:
+    """Track the best validation loss; save its checkpoint; True when patience ran out."""
+    es, st = ctx.spec.early_stopping, ctx.state
+    if st.best_val_loss is None or val_loss < st.best_val_loss - es.min_delta:
+        st.best_val_loss, st.best_step, st.evals_since_best = val_loss, st.step, 0
+        if es.enabled and st.step % ctx.spec.save_every_steps != 0:
+            save(ctx)  # the best weights must survive to be restored
+        return False
+    st.evals_since_best += 1
+    return es.enabled and st.evals_since_best >= es.patience
+
+
+@torch.no_grad()
+def evaluate(ctx: LoopContext) -> dict[str, float]:
+    """Validation loss, perplexity and token accuracy over all held-out rows (all ranks)."""
+    world, rank, bs = ctx.info.world_size, ctx.info.rank, ctx.spec.batch_size
+    mine = ctx.val_rows[rank::world]
+    n_batches = math.ceil(math.ceil(len(ctx.val_rows) / world) / bs)
+    ctx.model.eval()
+    sums = torch.zeros(3, dtype=torch.float64)
+    try:
+        for i in range(n_batches):
+            rows = mine[i * bs : (i + 1) * bs]
+            if not rows:  # keep every rank in step (FSDP needs all of them in each forward)
+                filler = ctx.val_rows[0]
+                rows = [Row(filler.input_ids, [-100] * len(filler), filler.position_ids)]
+            with _autocast(ctx):
+                loss_sum, n, correct = ctx.wrapped(**collate(rows, ctx.pad_id, ctx.device))
+            sums += torch.tensor([loss_sum.item(), float(n), float(correct)], dtype=torch.float64)
+    finally:
+        ctx.model.train()
+    sums = dist.all_reduce_sum(sums)
+    n = max(1.0, sums[1].item())
+    val_loss = sums[0].item() / n
+    return {
+        "val_loss": val_loss,
+        "val_perplexity": math.exp(min(val_loss, 50.0)),
+        "val_token_accuracy": sums[2].item() / n,
+        "val_tokens": int(sums[1].item()),
+    }
+
+
+def state_module(ctx: LoopContext) -> Any:
+    """The module whose state is checkpointed: the DDP/FSDP-wrapped loss module without a
+    torch.compile wrapper, so checkpoints from compiled and plain runs are interchangeable."""
+    return getattr(ctx.wrapped, "_orig_mod", ctx.wrapped)
+
+
+def save(ctx: LoopContext) -> None:
+    """Checkpoint now (collective: every rank calls it; rank 0 writes)."""
+    full = ctx.spec.adapter == "none"
+    model_sd, optim_sd = ckpt.gather_state(state_module(ctx), ctx.optimizer, full=full)
+    rngs = dist.gather_objects(ckpt.rng_state())
+    if ctx.info.is_main:
+        state = asdict(ctx.state)
+        state["scheduler"] = ctx.scheduler.state_dict()
+        state["world_size"] = ctx.info.world_size
+        protect = {ctx.state.best_step} if ctx.state.best_step is not None else set()
+        path = ckpt.save_checkpoint(
+            ctx.run_dir,
+            ctx.state.step,
+            model_state=model_sd,
+            optimizer_state=optim_sd,
+            trainer_state=state,
+            rng_states=rngs,
+            keep=ctx.spec.keep_checkpoints,
+            protect=protect if ctx.spec.early_stopping.enabled else set(),
+        )
+        ctx.sinks.message(f"checkpoint saved: {path}")
+    dist.barrier()
+
+
+def restore(ctx: LoopContext, path: Path, *, weights_only: bool = False) -> None:
+    """Load a checkpoint into the running loop (resume), or only its weights (best model)."""
+    contents = ckpt.read_checkpoint(path)
+    if weights_only:
+        ckpt.load_model_weights(state_module(ctx), contents["model"])
+        return
+    ckpt.load_training_state(state_module(ctx), ctx.optimizer, contents)
+    saved = contents["trainer_state"]
+    ctx.scheduler.load_state_dict(saved.pop("scheduler"))
+    saved.pop("world_size", None)
+    ctx.state = LoopState(**{k: v for k, v in saved.items() if k in LoopState.__annotations__})
+    rngs = contents["rng"]
+    if rngs:
+        ckpt.set_rng_state(rngs[ctx.info.rank] if ctx.info.rank < len(rngs) else rngs[0])

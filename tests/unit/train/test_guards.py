@@ -1,0 +1,162 @@
+"""The loop refuses to hide trouble and stops cleanly when asked: NaN/inf guard, early stopping
+with restore of the best weights, cancel by file or signal (with a checkpoint to resume from)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from train_helpers import base_spec, write_chat
+
+from tunesmith import api
+from tunesmith.errors import TrainingError
+from tunesmith.train import losses as losses_mod
+
+
+def _train(spec: dict):
+    return api.train(spec, progress=False, log=lambda _: None)
+
+
+def test_injected_inf_loss_stops_with_the_step_number(
+    tiny_model_dir, chat_file, tmp_path, monkeypatch
+):
+    real = losses_mod.SFTLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        loss, n, correct = real(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 5:  # 2 micro-batches per step: the 5th is step 3's first
+            loss = loss * float("inf")
+        return loss, n, correct
+
+    monkeypatch.setattr(losses_mod.SFTLoss, "forward", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"loss is (inf|nan) at step 3\b"):
+        _train(base_spec(tiny_model_dir, chat_file, run, max_steps=6))
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]  # nothing logged for the bad step
+    assert json.loads((run / "manifest.json").read_text())["status"] == "failed"
+
+
+def test_huge_learning_rate_trips_the_guard(tiny_model_dir, chat_file, tmp_path):
+    spec = base_spec(
+        tiny_model_dir,
+        chat_file,
+        tmp_path / "run",
+        adapter="none",
+        learning_rate=1e12,
+        max_grad_norm=0,
+        max_steps=8,
+    )
+    with pytest.raises(TrainingError, match=r"at step \d+") as exc:
+        _train(spec)
+    assert "lower learning_rate" in str(exc.value)
+
+
+def test_early_stopping_fires_and_restores_the_best_weights(tiny_model_dir, tmp_path):
+    """Over-fitting by construction: the validation answers contradict the training rule, so
+    validation loss first falls (the JSON format is learned) then rises (the rule is)."""
+    train = write_chat(tmp_path / "train.jsonl", 40)
+    val = write_chat(tmp_path / "val.jsonl", 12, seed=1, flip=True)
+    spec = base_spec(
+        tiny_model_dir,
+        train,
+        tmp_path / "run",
+        max_steps=80,
+        learning_rate=2e-2,
+        data={"validation": str(val)},
+        eval={"every_steps": 2},
+        save_every_steps=1000,
+        early_stopping={"enabled": True, "patience": 2},
+    )
+    result = _train(spec)
+    assert result.status == "early_stopped"
+    evals = [m for m in result.metrics if "val_loss" in m]
+    best = min(evals, key=lambda m: m["val_loss"])
+    assert result.metrics[-1]["step"] < 80
+    assert evals[-1]["val_loss"] > best["val_loss"] and evals[-2]["val_loss"] > best["val_loss"]
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["best_step"] == best["step"] and manifest["status"] == "early_stopped"
+    # final/ holds the best weights, not the last ones
+    from safetensors.torch import load_file
+
+    ckpt = load_file(
+        str(result.run_dir / "checkpoints" / f"step-{best['step']}" / "trainable.safetensors")
+    )
+    final = load_file(str(result.final_dir / "adapter_model.safetensors"))
+    assert final
+    for key, value in final.items():
+        match = [
+            v for k, v in ckpt.items() if k.endswith(key.replace(".weight", ".default.weight"))
+        ]
+        assert len(match) == 1, key
+        assert torch.equal(match[0], value), key
+
+
+def _cancel_when(run: Path, step: int, action) -> threading.Thread:
+    def watch() -> None:
+        deadline = time.time() + 60
+        metrics = run / "metrics.jsonl"
+        while time.time() < deadline:
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= step:
+                action()
+                return
+            time.sleep(0.005)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("how", ["file", "sigint"])
+def test_cancel_saves_a_checkpoint_and_resume_finishes(how, tiny_model_dir, chat_file, tmp_path):
+    run = tmp_path / "run"
+    total = 300
+    spec = base_spec(tiny_model_dir, chat_file, run, max_steps=total, save_every_steps=1000)
+    if how == "file":
+        _cancel_when(run, 3, lambda: (run / "CANCEL").touch())
+    else:
+        _cancel_when(run, 3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    result = _train(spec)
+    assert result.status == "cancelled"
+    stopped = result.metrics[-1]["step"]
+    assert 3 <= stopped < total
+    assert (run / "checkpoints" / f"step-{stopped}" / "COMPLETE").is_file()
+    assert not (run / "final").exists()
+    assert json.loads((run / "manifest.json").read_text())["status"] == "cancelled"
+    # the handler was removed again: Ctrl-C outside training behaves as usual
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    (run / "CANCEL").unlink(missing_ok=True)
+    spec_path = run / "config.yaml"
+    text = spec_path.read_text().replace(f"total_steps: {total}", f"total_steps: {stopped + 2}")
+    spec_path.write_text(text.replace(f"max_steps: {total}", f"max_steps: {stopped + 2}"))
+    resumed = api.resume(run, progress=False, log=lambda _: None)
+    assert resumed.status == "completed"
+    assert [m["step"] for m in resumed.metrics] == list(range(1, stopped + 3))
+    assert (run / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_a_run_directory_in_use_is_refused(tiny_model_dir, chat_file, tmp_path):
+    from tunesmith.errors import ConfigError
+    from tunesmith.train.run_dir import RunLock, update_manifest
+
+    run = tmp_path / "run"
+    _train(base_spec(tiny_model_dir, chat_file, run, max_steps=2, save_every_steps=1))
+    update_manifest(run, status="running")  # as if it had been killed
+    lock = RunLock(run).acquire()  # ... or another process were still training in it
+    try:
+        with pytest.raises(ConfigError, match="in use by another process"):
+            api.resume(run, progress=False, log=lambda _: None)
+    finally:
+        lock.release()
+    assert api.resume(run, progress=False, log=lambda _: None).status == "completed"
+    with pytest.raises(ConfigError, match="already finished"):
+        api.resume(run, progress=False, log=lambda _: None)
