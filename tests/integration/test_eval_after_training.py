@@ -1,0 +1,42 @@
+"""A training run with held-out data ends with the base-vs-tuned comparison in RUN_DIR/eval/,
+and `tunesmith compare RUN_DIR` reproduces it from the run's own defaults."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from train_helpers import base_spec, write_chat
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_training_run_calls_compare_run_at_the_end(tiny_model_dir, tmp_path) -> None:
+    from tunesmith import api
+
+    train = write_chat(tmp_path / "train.jsonl", 24, seed=1)
+    val = write_chat(tmp_path / "val.jsonl", 10, seed=2)
+    spec = base_spec(
+        tiny_model_dir,
+        train,
+        tmp_path / "run",
+        max_steps=4,
+        adapter="lora",
+        eval={"compare_base": True},
+    )
+    spec["data"]["validation"] = str(val)
+    result = api.train(spec, progress=False)
+    results = result.run_dir / "eval" / "results.json"
+    assert results.is_file(), "training did not run the comparison"
+    data = json.loads(results.read_text())
+    assert data["n"] == 10
+    assert data["main_metric"] == "json_match"
+    assert data["forgetting"] is not None
+    assert set(data["metrics"]) >= {"json_match", "json_valid", "heldout_loss", "perplexity"}
+    # The adapter was trained on this task: the reference answers became more likely.
+    assert data["metrics"]["heldout_loss"]["tuned"] < data["metrics"]["heldout_loss"]["base"]
+    html = (result.run_dir / "eval" / "report.html").read_text()
+    assert 'id="plot-loss"' in html
+
+    # The same comparison from the run directory alone, with a different main metric.
+    again = api.compare(result.run_dir, main_metric="json_valid", reference=False)
+    assert again.main_metric == "json_valid" and again.n == 10
