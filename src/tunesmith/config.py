@@ -48,8 +48,18 @@ class DataSpec(_Strict):
 
 
 class EvalSpec(_Strict):
+    """Validation cadence during training and the base-vs-tuned comparison at its end."""
+
     every_steps: int | Auto = "auto"
     compare_base: bool = True
+    metrics: list[str] | str | None = Field(
+        None, description="e.g. [exact_match, json_schema]; default: chosen from the references"
+    )
+    main_metric: str | None = None
+    json_schema: str | None = Field(None, description="JSON schema file for json_schema")
+    reference: str | None = Field(None, description="forgetting set: bundled, sharegpt or a file")
+    forgetting_threshold: float | None = Field(None, ge=0.0)
+    long_prompt: str | None = Field(None, description="the long prompt used with the base model")
 
 
 class EarlyStoppingSpec(_Strict):

@@ -143,3 +143,13 @@ def test_names_from_other_tools_and_misplaced_nested_keys_get_suggestions():
         load_spec({"gradient_accumulation_steps": 8})
     with pytest.raises(ConfigError, match=r"did you mean 'data\.max_seq_len'"):
         load_spec({"max_seq_length": 512})
+
+
+def test_eval_block_takes_comparison_options_and_suggests_typos() -> None:
+    from tunesmith.config import load_spec
+    from tunesmith.errors import ConfigError
+
+    spec = load_spec({"eval": {"metrics": ["json_fields"], "main_metric": "json_fields"}})
+    assert spec.eval.metrics == ["json_fields"] and spec.eval.main_metric == "json_fields"
+    with pytest.raises(ConfigError, match=r"did you mean 'eval\.metrics'"):
+        load_spec({"eval": {"metric": "x"}})
