@@ -280,6 +280,7 @@ def cancel(run_dir: str | Path) -> None:
 
     (Path(run_dir) / CANCEL).touch()
 
+
 # ---------------------------------------------------------------------------------------------
 # Evaluation (tunesmith.eval) and the demo
 # ---------------------------------------------------------------------------------------------
@@ -307,12 +308,14 @@ def evaluate(
         options["schema"] = load_schema(options["schema"])
     path = Path(str(model)) if isinstance(model, (str, Path)) else None
     if baseline is None and path is not None and (path / "manifest.json").is_file():
-        return compare_run(path, data, metrics=metrics, output_dir=output_dir,
-                           progress=progress, **options)
+        return compare_run(
+            path, data, metrics=metrics, output_dir=output_dir, progress=progress, **options
+        )
     if path is not None and (path / "manifest.json").is_file() and (path / "final").is_dir():
         model = path / "final"
-    return compare_models(model, baseline, data, metrics=metrics, output_dir=output_dir,
-                          progress=progress, **options)
+    return compare_models(
+        model, baseline, data, metrics=metrics, output_dir=output_dir, progress=progress, **options
+    )
 
 
 def compare(
