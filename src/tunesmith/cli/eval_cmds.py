@@ -133,7 +133,7 @@ def eval_command(
     reference: str | None = typer.Option(
         None, help="Forgetting reference set: bundled (default), sharegpt, or a chat file."
     ),
-    no_forgetting: bool = typer.Option(False, help="Skip the forgetting check."),
+    no_forgetting: bool = typer.Option(False, "--no-forgetting", help="Skip the forgetting check."),
     forgetting_threshold: float = typer.Option(0.10, min=0.0),
     long_prompt: Path | None = typer.Option(
         None, help="Text file with the long prompt used with the base model (prompt-cost view)."
@@ -185,7 +185,7 @@ def compare(
     max_new_tokens: int | None = typer.Option(None, min=1),
     limit: int | None = typer.Option(None, min=1, help="Only the first N examples."),
     reference: str | None = typer.Option(None, help="bundled (default), sharegpt, or a file."),
-    no_forgetting: bool = typer.Option(False, help="Skip the forgetting check."),
+    no_forgetting: bool = typer.Option(False, "--no-forgetting", help="Skip the forgetting check."),
     long_prompt: Path | None = typer.Option(None, help="Long base-model prompt (text file)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
@@ -214,7 +214,9 @@ def compare(
 def demo(
     output_dir: Path = typer.Option(Path("tunesmith-demo"), help="Where the run goes."),
     max_steps: int | None = typer.Option(None, min=1, help="Training steps (default 40)."),
-    no_prompt_cost: bool = typer.Option(False, help="Skip the prompt-cost view (faster)."),
+    no_prompt_cost: bool = typer.Option(
+        False, "--no-prompt-cost", help="Skip the prompt-cost view (faster)."
+    ),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Fine-tune the default model on the bundled ticket-to-JSON task and prove it improved."""
