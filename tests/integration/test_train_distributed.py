@@ -17,23 +17,18 @@ STEPS = 6
 TOLERANCE = 1e-4
 
 
-def test_two_process_ddp_matches_one_process(tiny_model_dir: Path, tmp_path: Path):
-    data = write_chat(tmp_path / "train.jsonl", 40)
-    common = {"max_steps": STEPS, "save_every_steps": 3, "lora": {"dropout": 0.0}}
-    one = base_spec(tiny_model_dir, data, tmp_path / "one", grad_accum=4, **common)
-    two = base_spec(tiny_model_dir, data, tmp_path / "two", grad_accum=2, **common)
-
+def run_one_and_two_processes(tmp_path: Path, one: dict, two: dict) -> None:
+    """Train `one` in one process (plain CLI) and `two` under torchrun with 2 ranks."""
     proc = run_cli("train", str(write_config(tmp_path / "one.yaml", one)), "--no-progress")
     assert proc.returncode == 0, proc.stderr
-
     torchrun = Path(sys.executable).with_name("torchrun")
     tunesmith = Path(sys.executable).with_name("tunesmith")
     proc = subprocess.run(
         [
             str(torchrun),
+            "--standalone",
             "--nproc-per-node",
             "2",
-            "--standalone",
             "--no-python",
             str(tunesmith),
             "train",
@@ -46,6 +41,15 @@ def test_two_process_ddp_matches_one_process(tiny_model_dir: Path, tmp_path: Pat
         timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_two_process_ddp_matches_one_process(tiny_model_dir: Path, tmp_path: Path):
+    data = write_chat(tmp_path / "train.jsonl", 40)
+    common = {"max_steps": STEPS, "save_every_steps": 3, "lora": {"dropout": 0.0}}
+    one = base_spec(tiny_model_dir, data, tmp_path / "one", grad_accum=4, **common)
+    two = base_spec(tiny_model_dir, data, tmp_path / "two", grad_accum=2, **common)
+
+    run_one_and_two_processes(tmp_path, one, two)
 
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
     assert manifest["hardware"]["world_size"] == 2
@@ -69,28 +73,7 @@ def test_two_process_fsdp_full_fine_tuning_matches_one_process(tiny_model_dir: P
         distributed={"strategy": "fsdp"},
         **common,
     )
-    proc = run_cli("train", str(write_config(tmp_path / "one.yaml", one)), "--no-progress")
-    assert proc.returncode == 0, proc.stderr
-    torchrun = Path(sys.executable).with_name("torchrun")
-    tunesmith = Path(sys.executable).with_name("tunesmith")
-    proc = subprocess.run(
-        [
-            str(torchrun),
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "--no-python",
-            str(tunesmith),
-            "train",
-            str(write_config(tmp_path / "two.yaml", two)),
-            "--no-progress",
-        ],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_one_and_two_processes(tmp_path, one, two)
     single, fsdp = losses(tmp_path / "one"), losses(tmp_path / "two")
     for (step, a), (_, b) in zip(single, fsdp, strict=True):
         assert a == pytest.approx(b, rel=TOLERANCE), f"step {step}: 1 proc {a} vs FSDP {b}"
