@@ -100,6 +100,9 @@ class RunSpec(_Strict):
     distributed: DistributedSpec = Field(default_factory=DistributedSpec)
     gradient_checkpointing: bool = False
     compile: bool = False
+    fused_lora: bool = Field(
+        True, description="LoRA layers as one fused autograd function (train/fast_lora.py)"
+    )
     device: str = "auto"
     dtype: str = "auto"
 

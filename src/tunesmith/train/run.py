@@ -192,10 +192,12 @@ def _run(
     import torch
 
     from tunesmith.models.load import load_model, load_tokenizer, resolve_path
+    from tunesmith.train import fast_lora
     from tunesmith.train.adapters import apply_adapter, count_parameters, quantization_config
     from tunesmith.train.attention import use_packed_attention
     from tunesmith.train.auto import resolve_spec
     from tunesmith.train.batching import make_rows
+    from tunesmith.train.host_memory import keep_freed_memory
     from tunesmith.train.loop import LoopContext, train_loop
     from tunesmith.train.losses import SFTLoss
 
@@ -300,6 +302,12 @@ def _run(
         model = apply_adapter(loaded.model, spec)
         if not spec.compile and use_packed_attention(model) and info.is_main:
             say("attention: causal SDPA per packed example (no work across example borders)")
+        if spec.fused_lora and not spec.compile:
+            fused = fast_lora.install(model)
+            if fused and info.is_main:
+                say(f"LoRA: {fused} layers run as one fused autograd function each")
+        if device.type == "cpu" and keep_freed_memory() and info.is_main:
+            say("host memory: freed blocks kept for reuse (no page faults on every new tensor)")
         if info.is_main:
             say(str(count_parameters(model)))
         strategy = dist.resolve_strategy(spec.distributed.strategy, info)

@@ -162,6 +162,26 @@ def test_gradient_checkpointing_gives_the_same_losses(tiny_model_dir, chat_file,
     assert not plain.model.get_base_model().is_activation_checkpointing
 
 
+def test_fused_lora_trains_like_peft(tiny_model_dir, chat_file, tmp_path):
+    common = {"max_steps": 4, "lora": {"dropout": 0.0}, "save_every_steps": 100}
+    fused = _train(base_spec(tiny_model_dir, chat_file, tmp_path / "a", **common))
+    peft = _train(base_spec(tiny_model_dir, chat_file, tmp_path / "b", fused_lora=False, **common))
+    assert fused.losses == pytest.approx(peft.losses, rel=1e-4)
+    kinds = {type(m).__name__ for m in fused.model.modules()}
+    assert "FastLoraLinear" in kinds
+    assert "FastLoraLinear" not in {type(m).__name__ for m in peft.model.modules()}
+
+
+def test_checkpointing_replays_the_same_dropout_masks(tiny_model_dir, chat_file, tmp_path):
+    """Recomputed forwards draw the same fused-dropout masks (checkpointing restores RNG)."""
+    common = {"max_steps": 3, "lora": {"dropout": 0.2}, "save_every_steps": 100}
+    plain = _train(base_spec(tiny_model_dir, chat_file, tmp_path / "a", **common))
+    ckpt = _train(
+        base_spec(tiny_model_dir, chat_file, tmp_path / "b", gradient_checkpointing=True, **common)
+    )
+    assert ckpt.losses == pytest.approx(plain.losses, rel=1e-5)
+
+
 def test_base_comparison_runs_after_training_when_asked(
     tiny_model_dir, chat_file, tmp_path, monkeypatch
 ):

@@ -1,0 +1,187 @@
+"""LoRA layers on a faster path: one autograd function per adapted linear layer.
+
+peft computes a LoRA layer as `base(x) + lora_B(lora_A(dropout(x))) * scaling`: five separate
+operations forward and more backward, each allocating an activation-sized tensor, and the
+dropout draws one random number per input element (on a CPU that alone was ~15 % of a LoRA
+step on the default model) and keeps a dropped copy of the input alive for the backward pass.
+
+Here the same arithmetic runs as one `torch.autograd.Function`:
+
+  forward   y = x W^T + b;  h = (x * m) A^T;  y += s * h B^T  (one in-place addmm)
+  backward  g = s * dy B;   dB = s * dy^T h;  dA = g^T (x * m);  dx = dy W + (g A) * m
+
+where m is the dropout mask scaled by 1 / (1 - p). The mask is drawn 4 elements per 64-bit
+random number from torch's own generator (so seeds, checkpointed RNG states and resume stay
+deterministic) and kept as booleans; the backward pass recomputes the dropped input from the
+layer input (which the layers sharing it keep only once) instead of keeping a dropped copy.
+The drop probability is p rounded to a multiple of 1/65536 (0.05 becomes 0.0500031) and the
+scale uses that rounded value, so the expectation stays exact.
+
+Nothing about the adapter changes: the parameters are peft's own `lora_A` / `lora_B`, so
+saving, loading and merging are peft's. Layers this path does not cover (DoRA, 4-bit bases,
+several active adapters, autocast, mixed dtypes, inference) run peft's code unchanged.
+`tests/unit/train/test_fast_lora.py` checks outputs and all gradients against peft's path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_LEVELS = 65536
+
+
+def keep_mask(
+    shape: torch.Size | tuple[int, ...], p: float, device: torch.device
+) -> tuple[torch.Tensor, float]:
+    """Boolean keep-mask with P(drop) = round(p * 65536) / 65536, and the matching 1/(1-p).
+
+    Draws 64 random bits per 4 elements (torch's generator), so it costs a quarter of the
+    random numbers that `bernoulli_` draws."""
+    n = 1
+    for d in shape:
+        n *= int(d)
+    threshold = round(p * _LEVELS)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
+    words.random_(-(2**63), None)  # the full 64-bit range: every bit uniform
+    values = words.view(torch.int16)[:n].view(shape)
+    keep = values >= threshold - _LEVELS // 2  # int16 values are uniform on [-32768, 32767]
+    return keep, _LEVELS / (_LEVELS - threshold)
+
+
+class _LoraLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        lora_a: torch.Tensor,
+        lora_b: torch.Tensor,
+        scaling: float,
+        p: float,
+    ) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, x.shape[-1])
+        y = F.linear(x2, weight, bias)
+        mask, scale = None, 1.0  # dropout: booleans (1 byte per element), the scale apart
+        xd = x2
+        if p > 0:
+            mask, scale = keep_mask(x2.shape, p, x2.device)
+            xd = torch.where(mask, x2, 0.0).mul_(scale)
+        h = xd @ lora_a.t()
+        y.addmm_(h, lora_b.t(), alpha=scaling)
+        ctx.save_for_backward(x2, weight, lora_a, lora_b, h, mask)
+        ctx.scaling, ctx.scale, ctx.lead = scaling, scale, lead
+        return y.view(*lead, y.shape[-1])
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        x2, weight, lora_a, lora_b, h, mask = ctx.saved_tensors
+        dy2 = dy.reshape(-1, dy.shape[-1])
+        g = dy2 @ lora_b
+        g.mul_(ctx.scaling)
+        d_b = dy2.t() @ h
+        d_b.mul_(ctx.scaling)
+        d_a = g.t() @ (x2 if mask is None else torch.where(mask, x2, 0.0).mul_(ctx.scale))
+        dx = None
+        if ctx.needs_input_grad[0]:
+            dx = dy2 @ weight
+            if mask is None:
+                dx.addmm_(g, lora_a)
+            else:
+                dx.add_(torch.where(mask, g @ lora_a, 0.0), alpha=ctx.scale)
+            dx = dx.view(*ctx.lead, dx.shape[-1])
+        return dx, None, None, d_a, d_b, None, None
+
+
+def _peft_linear_type() -> type | None:
+    try:
+        from peft.tuners.lora.layer import Linear
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return None
+    return Linear
+
+
+def _fast_args(layer: Any, x: torch.Tensor) -> tuple | None:
+    """The function's arguments when this call can take the fast path, else None."""
+    if (
+        not (layer.training and torch.is_grad_enabled())
+        or layer.disable_adapters
+        or layer.merged
+        or torch.is_autocast_enabled(x.device.type)
+    ):
+        return None
+    active = layer.active_adapters
+    if len(active) != 1:
+        return None
+    name = active[0]
+    if name not in layer.lora_A or name in getattr(layer, "lora_variant", {}):
+        return None
+    if getattr(layer, "fan_in_fan_out", False) or getattr(layer, "lora_bias", {}).get(name):
+        return None
+    base = layer.base_layer
+    if type(base) is not nn.Linear or base._forward_hooks or base._forward_pre_hooks:
+        return None
+    weight, bias = base.weight, base.bias
+    if weight.requires_grad or (bias is not None and bias.requires_grad):
+        return None
+    a, b = layer.lora_A[name], layer.lora_B[name]
+    if any(type(m) is not nn.Linear or m.bias is not None for m in (a, b)):
+        return None
+    dropout = layer.lora_dropout[name]
+    if isinstance(dropout, nn.Identity):
+        p = 0.0
+    elif type(dropout) is nn.Dropout:
+        p = float(dropout.p)
+    else:
+        return None
+    if round(p * _LEVELS) >= _LEVELS:  # would drop everything: leave it to peft
+        return None
+    if not (x.dtype == weight.dtype == a.weight.dtype == b.weight.dtype):
+        return None
+    return weight, bias, a.weight, b.weight, float(layer.scaling[name]), p
+
+
+class _FastLoraMixin:
+    """Forward of a peft LoRA `Linear` that takes the fused path when it can."""
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        fast = None if args or kwargs else _fast_args(self, x)
+        if fast is None:
+            return super().forward(x, *args, **kwargs)  # type: ignore[misc]
+        return _LoraLinear.apply(x, *fast)
+
+
+_fast_types: dict[type, type] = {}
+
+
+def install(model: nn.Module) -> int:
+    """Put every plain peft LoRA linear layer of `model` on the fast path; returns how many.
+
+    Swaps the layer's class for a subclass that only overrides `forward`, so isinstance checks,
+    state dicts and peft's save/merge are untouched. `uninstall` swaps back."""
+    linear = _peft_linear_type()
+    if linear is None:
+        return 0
+    count = 0
+    for module in model.modules():
+        if type(module) is linear:
+            fast = _fast_types.get(linear)
+            if fast is None:
+                fast = type("FastLoraLinear", (_FastLoraMixin, linear), {})
+                _fast_types[linear] = fast
+            module.__class__ = fast
+            count += 1
+    return count
+
+
+def uninstall(model: nn.Module) -> None:
+    originals = {fast: base for base, fast in _fast_types.items()}
+    for module in model.modules():
+        base = originals.get(type(module))
+        if base is not None:
+            module.__class__ = base

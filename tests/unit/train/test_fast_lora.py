@@ -1,0 +1,162 @@
+"""The fused LoRA path computes what peft computes: outputs and every gradient, with and
+without dropout; layers it does not cover fall back to peft; the dropout mask is a fair coin
+with the configured rate and follows torch's seed."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from torch import nn
+
+from tunesmith.train import fast_lora
+
+
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.q_proj = nn.Linear(24, 16, bias=True)
+        self.up_proj = nn.Linear(16, 40, bias=False)
+        self.down_proj = nn.Linear(40, 24, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(torch.nn.functional.silu(self.up_proj(self.q_proj(x))))
+
+
+def _pair(dropout: float = 0.0, use_dora: bool = False) -> tuple[nn.Module, nn.Module]:
+    """Two identical peft models with non-zero B (peft starts B at zero); the second is fused."""
+    torch.manual_seed(0)
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        lora_dropout=dropout,
+        target_modules=["q_proj", "up_proj", "down_proj"],
+        init_lora_weights=False,
+        use_dora=use_dora,
+    )
+    reference = get_peft_model(_Block(), config)
+    reference.train()
+    fused = copy.deepcopy(reference)
+    return reference, fused
+
+
+def _grads(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    x = x.clone().requires_grad_(True)
+    out = model(x)
+    (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out.detach(), {"x": x.grad.clone(), **grads}
+
+
+def _assert_same(a: tuple, b: tuple, tol: float = 1e-5) -> None:
+    torch.testing.assert_close(a[0], b[0], atol=tol, rtol=tol)
+    assert a[1].keys() == b[1].keys() and len(a[1]) == 7  # x + A and B of three layers
+    for name in a[1]:
+        torch.testing.assert_close(a[1][name], b[1][name], atol=tol, rtol=tol, msg=name)
+
+
+def _count_fused_calls(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    real = fast_lora._LoraLinear.apply
+    monkeypatch.setattr(fast_lora._LoraLinear, "apply", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+def test_fused_matches_peft_without_dropout(monkeypatch):
+    reference, fused = _pair()
+    assert fast_lora.install(fused) == 3
+    calls = _count_fused_calls(monkeypatch)
+    x = torch.randn(2, 7, 24)
+    _assert_same(_grads(reference, x), _grads(fused, x))
+    assert len(calls) == 3
+
+
+def test_fused_matches_peft_with_the_same_dropout_mask(monkeypatch):
+    """Dropout on: the fused path drops with its mask; peft is given the very same mask."""
+    p = 0.3
+    reference, fused = _pair(dropout=p)
+    fast_lora.install(fused)
+    masks: dict[int, list[torch.Tensor]] = {}
+    real_keep_mask = fast_lora.keep_mask
+
+    def recording_keep_mask(shape, prob, device):
+        keep, scale = real_keep_mask(shape, prob, device)
+        masks.setdefault(shape[-1], []).append(keep)
+        return keep, scale
+
+    monkeypatch.setattr(fast_lora, "keep_mask", recording_keep_mask)
+    x = torch.randn(3, 5, 24)
+    got = _grads(fused, x)
+    assert sorted(masks) == [16, 24, 40]  # one mask per layer, shaped like its input
+    scale = 65536 / (65536 - round(p * 65536))
+
+    class SameMask(nn.Module):
+        def __init__(self, keep: torch.Tensor):
+            super().__init__()
+            self.keep = keep
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return t * self.keep.view(t.shape) * scale
+
+    for module in reference.modules():
+        if hasattr(module, "lora_dropout"):
+            width = module.base_layer.in_features
+            module.lora_dropout["default"] = SameMask(masks[width][0])
+    _assert_same(_grads(reference, x), got)
+    assert not torch.equal(got[1]["x"], _grads(_pair()[0], x)[1]["x"])  # dropout did act
+
+
+def test_inference_and_eval_take_peft_path_and_agree(monkeypatch):
+    reference, fused = _pair(dropout=0.5)
+    fast_lora.install(fused)
+    calls = _count_fused_calls(monkeypatch)
+    reference.eval(), fused.eval()
+    x = torch.randn(4, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), reference(x))
+    assert calls == []
+
+
+def test_dora_layers_fall_back_to_peft(monkeypatch):
+    reference, fused = _pair(use_dora=True)
+    fast_lora.install(fused)
+    calls = _count_fused_calls(monkeypatch)
+    x = torch.randn(2, 3, 24)
+    ref, got = _grads(reference, x), _grads(fused, x)
+    assert calls == []
+    torch.testing.assert_close(got[0], ref[0])
+
+
+def test_install_keeps_state_dict_and_uninstall_restores_class():
+    _, fused = _pair()
+    before = {k: v.clone() for k, v in fused.state_dict().items()}
+    fast_lora.install(fused)
+    layer = fused.base_model.model.q_proj
+    assert type(layer).__name__ == "FastLoraLinear"
+    from peft.tuners.lora.layer import Linear
+
+    assert isinstance(layer, Linear)
+    assert fused.state_dict().keys() == before.keys()
+    fast_lora.uninstall(fused)
+    assert type(layer) is Linear
+
+
+@pytest.mark.parametrize("p", [0.05, 0.5])
+def test_keep_mask_rate_scale_and_seed(p):
+    torch.manual_seed(3)
+    keep, scale = fast_lora.keep_mask((1000, 1001), p, torch.device("cpu"))
+    assert keep.dtype == torch.bool and keep.shape == (1000, 1001)
+    rate = 1 - keep.float().mean().item()
+    assert abs(rate - p) < 5 * (p * (1 - p) / keep.numel()) ** 0.5 + 1 / 65536
+    expected_p = round(p * 65536) / 65536
+    assert scale == pytest.approx(1 / (1 - expected_p))
+    # Rows and columns are not correlated: each row drops at about the same rate.
+    per_row = 1 - keep.float().mean(dim=1)
+    assert per_row.std().item() < 3 * (p * (1 - p) / 1001) ** 0.5
+    torch.manual_seed(3)
+    again, _ = fast_lora.keep_mask((1000, 1001), p, torch.device("cpu"))
+    assert torch.equal(keep, again)
+    other, _ = fast_lora.keep_mask((1000, 1001), p, torch.device("cpu"))
+    assert not torch.equal(keep, other)
