@@ -60,17 +60,29 @@ def test_huge_learning_rate_trips_the_guard(tiny_model_dir, chat_file, tmp_path)
     assert "lower learning_rate" in str(exc.value)
 
 
+def _constant_answers(path: Path, n: int, answer: str, seed: int) -> Path:
+    rows = [json.loads(line) for line in write_chat(path, n, seed=seed).read_text().splitlines()]
+    for row in rows:
+        row["messages"][-1]["content"] = answer
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
 def test_early_stopping_fires_and_restores_the_best_weights(tiny_model_dir, tmp_path):
-    """Over-fitting by construction: the validation answers contradict the training rule, so
-    validation loss first falls (the JSON format is learned) then rises (the rule is)."""
-    train = write_chat(tmp_path / "train.jsonl", 40)
-    val = write_chat(tmp_path / "val.jsonl", 12, seed=1, flip=True)
+    """Over-fitting by construction: training always answers "A", validation always "B". The
+    validation loss first falls (the reply shape and end-of-turn are learned), then rises as
+    the model grows sure the answer is "A". Full fine-tuning: the tiny random model learns
+    this in a few steps (its LoRA barely moves)."""
+    train = _constant_answers(tmp_path / "train.jsonl", 40, "A", seed=0)
+    val = _constant_answers(tmp_path / "val.jsonl", 12, "B", seed=1)
     spec = base_spec(
         tiny_model_dir,
         train,
         tmp_path / "run",
-        max_steps=80,
-        learning_rate=2e-2,
+        adapter="none",
+        max_steps=40,
+        learning_rate=5e-3,
+        scheduler="constant",
         data={"validation": str(val)},
         eval={"every_steps": 2},
         save_every_steps=1000,
@@ -80,7 +92,8 @@ def test_early_stopping_fires_and_restores_the_best_weights(tiny_model_dir, tmp_
     assert result.status == "early_stopped"
     evals = [m for m in result.metrics if "val_loss" in m]
     best = min(evals, key=lambda m: m["val_loss"])
-    assert result.metrics[-1]["step"] < 80
+    assert best["val_loss"] < evals[0]["val_loss"] - 0.5  # it did fall first
+    assert result.metrics[-1]["step"] < 40
     assert evals[-1]["val_loss"] > best["val_loss"] and evals[-2]["val_loss"] > best["val_loss"]
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     assert manifest["best_step"] == best["step"] and manifest["status"] == "early_stopped"
@@ -90,12 +103,10 @@ def test_early_stopping_fires_and_restores_the_best_weights(tiny_model_dir, tmp_
     ckpt = load_file(
         str(result.run_dir / "checkpoints" / f"step-{best['step']}" / "trainable.safetensors")
     )
-    final = load_file(str(result.final_dir / "adapter_model.safetensors"))
+    final = load_file(str(result.final_dir / "model.safetensors"))
     assert final
     for key, value in final.items():
-        match = [
-            v for k, v in ckpt.items() if k.endswith(key.replace(".weight", ".default.weight"))
-        ]
+        match = [v for k, v in ckpt.items() if k == key or k.endswith("." + key)]
         assert len(match) == 1, key
         assert torch.equal(match[0], value), key
 
