@@ -1,6 +1,6 @@
 """Training throughput: tunesmith SFT vs trl's SFTTrainer, same model, data and settings.
 
-    .venv/bin/python bench/train_throughput.py --steps 20            # the measurement
+    .venv/bin/python bench/train_throughput.py                       # the measurement
     .venv/bin/python bench/train_throughput.py --steps 2 --max-seq-len 256 --examples 60  # smoke
 
 Both sides: the default model (fp32 on CPU, bf16 autocast on CUDA), LoRA r=16 / alpha 32 /
@@ -11,8 +11,14 @@ learning rate, schedule and tokens per optimizer step:
   ours           packed rows of max_seq_len, 1 row per micro-batch, G micro-batches per step;
   trl packing on  the same (trl's best-fit packing, padding-free), G micro-batches per step;
   trl packing off B examples per micro-batch (B = examples per packed row), G per step.
-Each side runs in its own subprocess so its peak RSS is its own. Trained tokens/s are counted
-from the labels each side actually trained on, over steps 2..N (step 1 includes warm-up).
+Each side runs in its own subprocess so its peak RSS is its own. Every side trains exactly one
+epoch over the same --examples conversations (--steps caps it, for smoke runs only), so all
+sides train on the same tokens: a fixed number of steps would sample different examples per
+side, and the share of trained tokens per row varies a lot between 1- and 3-exchange
+conversations (a 12-step window once trained 21 % of its input tokens on our side and 30 % on
+trl's, against 28 % over the whole set). Trained tokens/s are counted from the labels each side
+actually trained on, over steps 2..N (step 1 includes warm-up); the whole epoch's wall time,
+step 1 included, is reported beside it.
 Quality: the loss of each trained model on the same 40 held-out conversations, computed by the
 same code (per-step training losses differ by batch composition, so they are only shown).
 MFU = model FLOPs (4 x non-embedding params per input token for the frozen base, + 6 x LoRA
@@ -99,6 +105,7 @@ def worker_ours(args: argparse.Namespace) -> dict:
         "learning_rate": LR,
         "warmup": WARMUP,
         "scheduler": "cosine",
+        "epochs": 1,
         "max_steps": args.steps,
         "save_every_steps": 10**9,
         "eval": {"compare_base": False},
@@ -117,6 +124,9 @@ def worker_ours(args: argparse.Namespace) -> dict:
     seconds = last["elapsed_s"] - first["elapsed_s"]
     model = result.model
     return {
+        "steps": len(m),
+        "epoch_seconds": last["elapsed_s"],
+        "epoch_trained_tokens": last["trained_tokens"],
         "losses": [x["loss"] for x in m],
         "heldout_loss": heldout,
         "trained_tokens": tokens,
@@ -199,7 +209,8 @@ def worker_trl(args: argparse.Namespace) -> dict:
         learning_rate=LR,
         lr_scheduler_type="cosine",
         warmup_steps=WARMUP,
-        max_steps=args.steps,
+        num_train_epochs=1,
+        max_steps=args.steps or -1,
         logging_steps=1,
         save_strategy="no",
         report_to="none",
@@ -211,7 +222,7 @@ def worker_trl(args: argparse.Namespace) -> dict:
         seed=0,
         completion_only_loss=True,
     )
-    counts: dict[str, list] = {"tokens": [], "inputs": [], "times": [], "losses": []}
+    counts: dict[str, list] = {"tokens": [], "inputs": [], "times": [], "losses": [], "begin": []}
 
     class Counting(SFTTrainer):
         def training_step(self, model, inputs, num_items_in_batch=None):
@@ -221,6 +232,9 @@ def worker_trl(args: argparse.Namespace) -> dict:
             return super().training_step(model, inputs, num_items_in_batch)
 
     class Clock(TrainerCallback):
+        def on_train_begin(self, *a, **k):
+            counts["begin"] = [time.perf_counter()]
+
         def on_step_end(self, *a, **k):
             counts["times"].append(time.perf_counter())
 
@@ -250,6 +264,9 @@ def worker_trl(args: argparse.Namespace) -> dict:
     inputs = sum(counts["inputs"][ga:])
     seconds = counts["times"][-1] - counts["times"][0]
     return {
+        "steps": len(counts["times"]),
+        "epoch_seconds": counts["times"][-1] - counts["begin"][0],
+        "epoch_trained_tokens": sum(counts["tokens"]),
         "losses": counts["losses"],
         "heldout_loss": heldout,
         "trained_tokens": tokens,
@@ -301,8 +318,7 @@ def run_worker(kind: str, args: argparse.Namespace, data: Path, extra: list[str]
         str(data),
         "--tmp",
         args.tmp,
-        "--steps",
-        str(args.steps),
+        *(["--steps", str(args.steps)] if args.steps else []),
         "--max-seq-len",
         str(args.max_seq_len),
         "--grad-accum",
@@ -327,10 +343,10 @@ def run_worker(kind: str, args: argparse.Namespace, data: Path, extra: list[str]
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--steps", type=int, default=None, help="cap (smoke runs); default one epoch")
     p.add_argument("--max-seq-len", type=int, default=1024)
     p.add_argument("--grad-accum", type=int, default=2)
-    p.add_argument("--examples", type=int, default=600)
+    p.add_argument("--examples", type=int, default=200)
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--skip-trl", action="store_true")
     p.add_argument("--out", type=Path, default=HERE / "results")
@@ -386,7 +402,7 @@ def main() -> None:
     print(f"\nmatmul peak {peak / 1e9:.1f} GFLOP/s; {report['threads']} threads")
     print(
         f"{'':18}{'trained tok/s':>14}{'peak RSS MB':>13}{'train loss*':>12}"
-        f"{'held-out loss':>14}{'MFU':>8}"
+        f"{'held-out loss':>14}{'MFU':>8}{'steps':>7}{'epoch s':>9}"
     )
     for name, r in results.items():
         mfu = r["flops"] / r["seconds"] / peak
@@ -394,6 +410,7 @@ def main() -> None:
         print(
             f"{name:18}{r['trained_tokens_per_s']:14.1f}{r['peak_rss_mb']:13.0f}"
             f"{r['train_loss_tail']:12.4f}{r['heldout_loss']:14.4f}{mfu:8.1%}"
+            f"{r['steps']:7d}{r['epoch_seconds']:9.0f}"
         )
     print("* mean training loss over the last quarter of the steps")
     for name in ("trl_packing_off", "trl_packing_on"):
@@ -401,13 +418,15 @@ def main() -> None:
             r = results[name]
             ratios = {
                 "speed": ours["trained_tokens_per_s"] / r["trained_tokens_per_s"],
+                "epoch_time": ours["epoch_seconds"] / r["epoch_seconds"],
                 "memory": ours["peak_rss_mb"] / r["peak_rss_mb"],
                 "heldout_loss_rel_diff": (ours["heldout_loss"] - r["heldout_loss"])
                 / r["heldout_loss"],
             }
             report[f"vs_{name}"] = ratios
             print(
-                f"ours vs {name}: {ratios['speed']:.2f}x trained tok/s, memory "
+                f"ours vs {name}: {ratios['speed']:.2f}x trained tok/s, "
+                f"{1 / ratios['epoch_time']:.2f}x faster epoch, memory "
                 f"{ratios['memory']:.2f}x, held-out loss {ratios['heldout_loss_rel_diff']:+.1%}"
             )
     args.out.mkdir(parents=True, exist_ok=True)
