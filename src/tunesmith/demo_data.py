@@ -312,19 +312,18 @@ def record(text: str, label: dict) -> dict:
 def generate(n_train: int, n_heldout: int, seed: int = SEED) -> tuple[list[dict], list[dict]]:
     rng = random.Random(seed)
     seen: set[str] = set()
-    train: list[dict] = []
-    while len(train) < n_train:
-        text, label = make_example(rng, heldout=False)
-        if text not in seen:
-            seen.add(text)
-            train.append(record(text, label))
-    heldout: list[dict] = []
-    while len(heldout) < n_heldout:
-        text, label = make_example(rng, heldout=True)
-        if text not in seen:
-            seen.add(text)
-            heldout.append(record(text, label))
-    return train, heldout
+
+    def draw(n: int, heldout: bool) -> list[dict]:
+        rows: list[dict] = []
+        while len(rows) < n:
+            text, label = make_example(rng, heldout=heldout)
+            if text not in seen:  # no message twice, and none shared by the two splits
+                seen.add(text)
+                rows.append(record(text, label))
+        return rows
+
+    train = draw(n_train, heldout=False)
+    return train, draw(n_heldout, heldout=True)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
