@@ -21,6 +21,11 @@ Nothing about the adapter changes: the parameters are peft's own `lora_A` / `lor
 saving, loading and merging are peft's. Layers this path does not cover (DoRA, 4-bit bases,
 several active adapters, autocast, mixed dtypes, inference) run peft's code unchanged.
 `tests/unit/train/test_fast_lora.py` checks outputs and all gradients against peft's path.
+
+Why a class swap after `get_peft_model` and not peft's custom-module registry: that registry is
+experimental, meant for layer types peft does not support, and matches by isinstance, so it
+would also capture bitsandbytes' 4-bit layers (subclasses of nn.Linear) that QLoRA needs peft
+to dispatch. The swap changes only which `forward` runs; peft still builds, saves and merges.
 """
 
 from __future__ import annotations
