@@ -375,26 +375,31 @@ BUILTIN = (
 )
 
 
+# Metrics that take no argument: name -> (scorer(answer, reference), description).
+_SIMPLE_METRICS: dict[str, tuple[Callable[[str, str], float], str]] = {
+    "exact_match": (exact_match, "normalised exact match"),
+    "contains": (contains, "answer contains the reference"),
+    "json_valid": (json_valid, "whole answer is valid JSON"),
+    "json_match": (json_match, "same JSON value as the reference"),
+    "json_fields": (json_fields, "share of JSON fields right"),
+    "rouge_l": (rouge_l, "ROUGE-L F1"),
+}
+
+
 def build_metric(
     spec: str, references: Sequence[str], schema: dict[str, Any] | None = None
 ) -> Metric:
     """Turn a metric name (see module docstring) into a `Metric` for these references."""
     spec = spec.strip()
     name, _, arg = spec.partition(":")
-    if name == "exact_match":
-        return Metric(name, _two(exact_match), description="normalised exact match")
-    if name == "contains":
-        return Metric(name, _two(contains), description="answer contains the reference")
+    simple = _SIMPLE_METRICS.get(name)
+    if simple is not None:
+        scorer, description = simple
+        return Metric(name, _two(scorer), description=description)
     if name == "regex":
         if not arg:
             raise ConfigError("the regex metric needs a pattern", hint="e.g. regex:^\\d+$")
         return Metric(spec, _two(regex_scorer(arg)), description=f"matches /{arg}/")
-    if name == "json_valid":
-        return Metric(name, _two(json_valid), description="whole answer is valid JSON")
-    if name == "json_match":
-        return Metric(name, _two(json_match), description="same JSON value as the reference")
-    if name == "json_fields":
-        return Metric(name, _two(json_fields), description="share of JSON fields right")
     if name == "json_key":
         if not arg:
             raise ConfigError("the json_key metric needs a key", hint="e.g. json_key:category")
@@ -425,8 +430,6 @@ def build_metric(
             description="label accuracy",
             details={"labels": labels},
         )
-    if name == "rouge_l":
-        return Metric(name, _two(rouge_l), description="ROUGE-L F1")
     if name == "length":
         return Metric(
             name,

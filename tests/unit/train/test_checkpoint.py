@@ -60,20 +60,26 @@ def test_rng_states_round_trip():
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
 
 
-def test_incomplete_checkpoints_are_ignored_and_removed(tmp_path):
+def _save_steps(run_dir, steps, *, keep: int, protect=None) -> None:
+    """Save one trained state as a checkpoint at each of `steps`, pruning as the loop does."""
     model, opt = _model_and_optimizer()
     _step(model, opt, 1)
     msd, osd = ckpt.gather_state(model, opt, full=True)
-    for step in (2, 4, 6):
+    for step in steps:
         ckpt.save_checkpoint(
-            tmp_path,
+            run_dir,
             step,
             model_state=msd,
             optimizer_state=osd,
             trainer_state={},
             rng_states=[],
-            keep=2,
+            keep=keep,
+            protect=protect,
         )
+
+
+def test_incomplete_checkpoints_are_ignored_and_removed(tmp_path):
+    _save_steps(tmp_path, (2, 4, 6), keep=2)
     root = tmp_path / "checkpoints"
     assert sorted(p.name for p in root.iterdir()) == ["step-4", "step-6"]  # pruned to 2
     (root / ".tmp-step-8-123").mkdir()  # killed mid-save
@@ -86,20 +92,7 @@ def test_incomplete_checkpoints_are_ignored_and_removed(tmp_path):
 
 
 def test_pruning_keeps_the_protected_best_checkpoint(tmp_path):
-    model, opt = _model_and_optimizer()
-    _step(model, opt, 1)
-    msd, osd = ckpt.gather_state(model, opt, full=True)
-    for step in (1, 2, 3, 4):
-        ckpt.save_checkpoint(
-            tmp_path,
-            step,
-            model_state=msd,
-            optimizer_state=osd,
-            trainer_state={},
-            rng_states=[],
-            keep=1,
-            protect={2},
-        )
+    _save_steps(tmp_path, (1, 2, 3, 4), keep=1, protect={2})
     assert [s for s, _ in ckpt.complete_checkpoints(tmp_path)] == [2, 4]
 
 
