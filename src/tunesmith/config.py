@@ -4,7 +4,7 @@ Why strict: a typo in a config (`learnig_rate: 1e-3`) that is silently ignored c
 whole run. Every block forbids unknown keys and the error names the file, the line and the
 closest valid key. A spec comes from YAML, a dict or the CLI, plus dotted `key=value`
 overrides (`lora.r=8`, `data.packing=false`). Values written `auto` are resolved once the data
-and hardware are known into a `ResolvedSpec` (see `tunesmith.train.auto` for the rules); the
+and hardware are known into a `ResolvedSpec` (see `tunesmith.auto` for the rules); the
 resolved spec is what gets printed and written to `RUN_DIR/config.yaml`, so a run directory
 always says exactly what ran.
 """
@@ -372,6 +372,6 @@ def dump_spec(spec: RunSpec) -> str:
 
 
 def write_spec(spec: RunSpec, path: Path) -> None:
-    from tunesmith.train.run_dir import atomic_write_text
+    from tunesmith.io import atomic_write
 
-    atomic_write_text(path, dump_spec(spec))
+    atomic_write(path, dump_spec(spec))

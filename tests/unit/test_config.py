@@ -77,7 +77,7 @@ def test_invalid_yaml_points_at_the_line(tmp_path: Path):
 
 
 def test_resolved_spec_round_trips_through_config_yaml(tmp_path: Path):
-    from tunesmith.train.auto import resolve_spec
+    from tunesmith.auto import resolve_spec
 
     spec = load_spec({"data": {"train": "t.jsonl", "max_seq_len": 512}})
     resolved = resolve_spec(
@@ -106,7 +106,7 @@ def test_resolved_spec_round_trips_through_config_yaml(tmp_path: Path):
 
 
 def test_auto_rules_for_large_sets_and_max_steps():
-    from tunesmith.train.auto import resolve_spec
+    from tunesmith.auto import resolve_spec
 
     big = resolve_spec(
         load_spec({"adapter": "none"}),

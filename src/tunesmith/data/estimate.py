@@ -1,7 +1,7 @@
 """Automatic hyperparameters and a training-time estimate for a validated data set.
 
 Why here: the validator shows the user, before training, what `epochs: auto` etc. will pick, so
-it applies the trainer's own rules (`tunesmith.train.auto`) to the packed rows of this data.
+it applies the trainer's own rules (`tunesmith.auto`) to the packed rows of this data.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ def add_estimates(
     flops_per_second: float | Callable[[], float] | None = None,
 ) -> None:
     """Fill `hyperparameters` and `estimate` with the rules the trainer applies
-    (`tunesmith.train.auto`): rows are packed examples (best-fit decreasing) when packing is on,
+    (`tunesmith.auto`): rows are packed examples (best-fit decreasing) when packing is on,
     batch size and accumulation are the trainer's automatic ones for this device."""
-    from tunesmith.train import auto
+    from tunesmith import auto
 
     n = report.files[0].rows_ok if report.files else 0
     if n <= 0:

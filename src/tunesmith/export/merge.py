@@ -73,7 +73,7 @@ def load_dequantised_4bit(model_dir: Path) -> tuple[Any, int]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from tunesmith.train.adapters import quantization_config
+    from tunesmith.models.load import quantization_config
 
     model = load_float32(model_dir)
     device = "cuda:0" if torch.cuda.is_available() else "cpu"

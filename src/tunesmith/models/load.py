@@ -141,3 +141,28 @@ def load_model(
     model.to(dev)
     model.eval()
     return LoadedModel(model, tokenizer, ref, path, dev, dt)
+
+
+def quantization_config(adapter: str) -> Any:
+    """bitsandbytes NF4 config for loading a base in 4 bits for QLoRA (None otherwise)."""
+    from tunesmith.errors import ConfigError
+
+    if adapter != "qlora":
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "adapter 'qlora' needs bitsandbytes, which is not installed",
+            hint="pip install 'tunesmith[qlora]'",
+        ) from None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    )

@@ -27,29 +27,6 @@ class TrainableInfo:
         return f"trainable parameters: {self.trainable:,} of {self.total:,} ({self.percent:.3f}%)"
 
 
-def quantization_config(adapter: str) -> Any:
-    """bitsandbytes NF4 config for QLoRA (None otherwise)."""
-    if adapter != "qlora":
-        return None
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            "adapter 'qlora' needs bitsandbytes, which is not installed",
-            hint="pip install 'tunesmith[qlora]'",
-        ) from None
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute,
-    )
-
-
 def count_parameters(model: Any) -> TrainableInfo:
     """Trainable and total parameters; 4-bit packed weights count as their real size."""
     trainable = total = 0

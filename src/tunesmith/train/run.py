@@ -193,9 +193,10 @@ def _run(
 
     from tunesmith.models.load import load_model, load_tokenizer, resolve_path
     from tunesmith.train import fast_lora
-    from tunesmith.train.adapters import apply_adapter, count_parameters, quantization_config
+    from tunesmith.models.load import quantization_config
+    from tunesmith.train.adapters import apply_adapter, count_parameters
     from tunesmith.train.attention import use_packed_attention
-    from tunesmith.train.auto import resolve_spec
+    from tunesmith.auto import resolve_spec
     from tunesmith.train.batching import make_rows
     from tunesmith.train.host_memory import keep_freed_memory
     from tunesmith.train.loop import LoopContext, train_loop

@@ -52,7 +52,7 @@ def make_qlora_run(base_dir: Path, run_dir: Path, *, seed: int = 4) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunesmith.train.adapters import quantization_config
+    from tunesmith.models.load import quantization_config
 
     base = AutoModelForCausalLM.from_pretrained(
         str(base_dir), quantization_config=quantization_config("qlora"), dtype=torch.float32

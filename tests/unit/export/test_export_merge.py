@@ -90,7 +90,7 @@ def test_qlora_is_merged_into_the_dequantised_4bit_base(tiny_model_dir: Path, tm
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tunesmith.train.adapters import quantization_config
+    from tunesmith.models.load import quantization_config
 
     run = make_qlora_run(tiny_model_dir, tmp_path / "qlora")
     merged = load_merged(resolve_source(run))
