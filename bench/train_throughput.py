@@ -112,7 +112,7 @@ def worker_ours(args: argparse.Namespace) -> dict:
         "output_dir": str(Path(args.tmp) / "ours-run"),
         "seed": 0,
     }
-    result = api.train(spec, progress=False, log=lambda _: None)
+    result = api.train(spec)
     from tunesmith.models.load import load_tokenizer, resolve_path
 
     heldout = heldout_loss(
@@ -169,7 +169,7 @@ def heldout_loss(model, tokenizer, path: str, max_seq_len: int) -> float:
 
     from tunesmith.data.prepare import prepare_sft
     from tunesmith.train.batching import collate, make_rows
-    from tunesmith.train.losses import SFTLoss
+    from tunesmith.train.objectives.sft import SFTLoss
 
     data = prepare_sft(Path(path), tokenizer, max_seq_len=max_seq_len, train_on="last")
     rows = make_rows(data.train, max_seq_len, packing=True)
@@ -179,7 +179,8 @@ def heldout_loss(model, tokenizer, path: str, max_seq_len: int) -> float:
     device = next(model.parameters()).device
     with torch.no_grad():
         for row in rows:
-            loss_sum, n, _ = loss_fn(**collate([row], tokenizer.pad_token_id, device))
+            out = loss_fn(**collate([row], tokenizer.pad_token_id, device))
+            loss_sum, n = out["loss"], out["count"]
             total += loss_sum.item()
             count += int(n)
     return total / max(1.0, count)

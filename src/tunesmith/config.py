@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tunesmith.errors import ConfigError
 
 Auto = Literal["auto"]
+DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
 class _Strict(BaseModel):
@@ -72,11 +73,44 @@ class DistributedSpec(_Strict):
     strategy: Literal["auto", "ddp", "fsdp"] = "auto"
 
 
+class SupervisedMethod(_Strict):
+    """Supervised fine-tuning on conversations: loss on the assistant tokens."""
+
+    type: Literal["supervised"] = "supervised"
+
+
+class DpoMethod(_Strict):
+    """Direct preference optimisation on chosen/rejected pairs (its options land with it)."""
+
+    type: Literal["dpo"]
+    dpo: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReinforcementMethod(_Strict):
+    """Reinforcement fine-tuning against graders (its options land with it)."""
+
+    type: Literal["reinforcement"]
+    reinforcement: dict[str, Any] = Field(default_factory=dict)
+
+
+# Shaped like OpenAI's fine-tuning `method`: {type: supervised | dpo | reinforcement, ...}.
+Method = Annotated[SupervisedMethod | DpoMethod | ReinforcementMethod, Field(discriminator="type")]
+# Short spellings accepted for `method:` (and the `sft` older run directories wrote).
+METHOD_NAMES = {
+    "sft": "supervised",
+    "supervised": "supervised",
+    "dpo": "dpo",
+    "reinforcement": "reinforcement",
+    "rft": "reinforcement",
+    "grpo": "reinforcement",
+}
+
+
 class RunSpec(_Strict):
     """A training run as the user wrote it (values may be `auto`)."""
 
-    model: str = "smollm2-135m-instruct"
-    method: Literal["sft"] = "sft"
+    model: str = DEFAULT_MODEL
+    method: Method = Field(default_factory=SupervisedMethod)
     adapter: Literal["lora", "qlora", "dora", "none"] = "lora"
     lora: LoraSpec = Field(default_factory=LoraSpec)
     data: DataSpec = Field(default_factory=DataSpec)
@@ -105,6 +139,17 @@ class RunSpec(_Strict):
     )
     device: str = "auto"
     dtype: str = "auto"
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_name(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value not in METHOD_NAMES:
+                raise ValueError(
+                    f"unknown method {value!r}; use one of supervised, dpo, reinforcement"
+                )
+            return {"type": METHOD_NAMES[value]}
+        return value
 
     @field_validator("epochs", "batch_size", "grad_accum", "save_every_steps")
     @classmethod
@@ -329,6 +374,7 @@ def _suggest(key: str, model: type[BaseModel], prefix: list[str]) -> str:
 
 
 _UNION_TAGS = {"int", "float", "str", "bool", "path", "none"}
+_METHOD_TAGS = {"supervised", "dpo", "reinforcement"}
 _UNION_PREFIXES = ("literal[", "list[", "function-", "lax-or-strict", "constrained-")
 
 
@@ -339,11 +385,15 @@ def _config_error(
     problems: list[str] = []
     hint: str | None = None
     first_line: int | None = None
+    param: str | None = None
     for err in exc.errors():
         loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
         # pydantic reports union members as extra path parts ("int", "literal['auto']").
         loc = [p for p in loc if p not in _UNION_TAGS and not p.startswith(_UNION_PREFIXES)]
+        if loc[:1] == ["method"] and len(loc) > 1 and loc[1] in _METHOD_TAGS:
+            del loc[1]  # the discriminated union's member name
         dotted = ".".join(loc) or "(top level)"
+        param = param or (dotted if loc else None)
         line = lines.get(tuple(loc))
         if line is not None and first_line is None:
             first_line = line
@@ -361,7 +411,7 @@ def _config_error(
         if p not in seen:
             seen.append(p)
     where = f"{source}:{first_line}" if first_line is not None else source
-    return ConfigError("; ".join(seen), where=where, hint=hint)
+    return ConfigError("; ".join(seen), where=where, hint=hint, param=param)
 
 
 def dump_spec(spec: RunSpec) -> str:

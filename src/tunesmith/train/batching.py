@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-IGNORE = -100
+from tunesmith.data.tokenize import IGNORE_INDEX as IGNORE
 
 
 @dataclass
@@ -33,6 +33,11 @@ class Row:
     @property
     def n_trained(self) -> int:
         return sum(1 for x in self.labels[1:] if x != IGNORE)
+
+
+def blank_row(row: Row) -> Row:
+    """`row` with no trained token: a micro-batch of it adds nothing to loss or gradient."""
+    return Row(row.input_ids, [IGNORE] * len(row), row.position_ids)
 
 
 def make_rows(examples: Sequence[Any], max_seq_len: int, *, packing: bool) -> list[Row]:
@@ -64,7 +69,7 @@ def steps_per_epoch(n_rows: int, rows_per_step: int) -> int:
 
 
 def step_micro_batches(
-    rows: Sequence[Row],
+    rows: Sequence[Any],
     order: Sequence[int],
     step_in_epoch: int,
     *,
@@ -72,8 +77,10 @@ def step_micro_batches(
     grad_accum: int,
     world_size: int = 1,
     rank: int = 0,
-) -> list[list[Row]]:
-    """This rank's micro-batches for one optimizer step (equal count on every rank)."""
+    blank: Callable[[Any], Any] | None = None,
+) -> list[list[Any]]:
+    """This rank's micro-batches for one optimizer step (equal count on every rank). A rank
+    short of rows gets `blank(row)`: a row the objective counts as nothing."""
     per_step = batch_size * grad_accum * world_size
     chunk = [rows[i] for i in order[step_in_epoch * per_step : (step_in_epoch + 1) * per_step]]
     # Rank r takes rows r, r+world, ...: the global step is the same set of rows at any world.
@@ -81,7 +88,7 @@ def step_micro_batches(
     n_micro = max(1, math.ceil(math.ceil(len(chunk) / world_size) / batch_size))
     batches = [mine[i * batch_size : (i + 1) * batch_size] for i in range(n_micro)]
     filler = chunk[0] if chunk else rows[0]
-    empty = Row(filler.input_ids, [IGNORE] * len(filler), filler.position_ids)
+    empty = (blank or blank_row)(filler)
     return [b if b else [empty] for b in batches]
 
 

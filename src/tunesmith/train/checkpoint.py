@@ -22,9 +22,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from tunesmith.train.run_dir import CHECKPOINTS, read_json, write_json
+from tunesmith.io import atomic_write_json, fsync_dir, read_json
+from tunesmith.runs import CHECKPOINT_COMPLETE as COMPLETE
+from tunesmith.runs import RunDir
 
-COMPLETE = "COMPLETE"
 WEIGHTS = "trainable.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 OPTIMIZER_META = "optimizer.json"
@@ -34,40 +35,11 @@ STATE = "trainer_state.json"
 KILL_IN_SAVE_ENV = "TUNESMITH_DEBUG_KILL_IN_SAVE"
 
 
-def checkpoint_dir(run_dir: Path, step: int) -> Path:
-    return Path(run_dir) / CHECKPOINTS / f"step-{step}"
-
-
-def complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """(step, dir) of every complete checkpoint, oldest first."""
-    root = Path(run_dir) / CHECKPOINTS
-    found: list[tuple[int, Path]] = []
-    if not root.is_dir():
-        return found
-    for d in root.iterdir():
-        if d.is_dir() and d.name.startswith("step-") and (d / COMPLETE).is_file():
-            try:
-                found.append((int(d.name[5:]), d))
-            except ValueError:
-                continue
-    return sorted(found)
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = complete_checkpoints(run_dir)
-    return found[-1][1] if found else None
-
-
-def remove_incomplete(run_dir: Path) -> list[Path]:
+def remove_incomplete(run: RunDir) -> list[Path]:
     """Delete temp folders and marker-less `step-N` folders left by a killed save."""
-    root = Path(run_dir) / CHECKPOINTS
-    removed: list[Path] = []
-    if not root.is_dir():
-        return removed
-    for d in root.iterdir():
-        if d.is_dir() and (d.name.startswith(".") or not (d / COMPLETE).is_file()):
-            shutil.rmtree(d, ignore_errors=True)
-            removed.append(d)
+    removed = run.incomplete_checkpoints()
+    for d in removed:
+        shutil.rmtree(d, ignore_errors=True)
     return removed
 
 
@@ -136,7 +108,7 @@ def rng_state() -> dict[str, Any]:
     import torch
 
     version, internal, gauss = random.getstate()
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     state: dict[str, Any] = {
         "python": [version, list(internal), gauss],
         "numpy": [np_state[0], np_state[1].tolist(), *[_plain(x) for x in np_state[2:]]],
@@ -169,19 +141,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _save_safetensors(tensors: dict[str, Any], path: Path) -> None:
     from safetensors.torch import save_file
 
@@ -191,7 +150,7 @@ def _save_safetensors(tensors: dict[str, Any], path: Path) -> None:
 
 
 def save_checkpoint(
-    run_dir: Path,
+    run: RunDir,
     step: int,
     *,
     model_state: dict[str, Any],
@@ -204,8 +163,8 @@ def save_checkpoint(
     """Write checkpoint `step` atomically (rank 0 only) and prune old ones.
 
     `protect` lists steps never pruned (the best checkpoint for early stopping)."""
-    final = checkpoint_dir(run_dir, step)
-    tmp = final.parent / f".tmp-step-{step}-{os.getpid()}"
+    final = run.checkpoint(step)
+    tmp = run.checkpoint_temp(step)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     _save_safetensors(_owned(model_state), tmp / WEIGHTS)
@@ -213,24 +172,24 @@ def save_checkpoint(
         os.kill(os.getpid(), signal.SIGKILL)
     opt_tensors, opt_meta = _flatten_optimizer(optimizer_state)
     _save_safetensors(opt_tensors, tmp / OPTIMIZER)
-    write_json(tmp / OPTIMIZER_META, opt_meta)
-    write_json(tmp / STATE, trainer_state)
+    atomic_write_json(tmp / OPTIMIZER_META, opt_meta)
+    atomic_write_json(tmp / STATE, trainer_state)
     for rank, state in enumerate(rng_states):
         (tmp / f"rng-rank{rank}.json").write_text(json.dumps(state), encoding="utf-8")
-    write_json(tmp / COMPLETE, {"step": step})
-    _fsync_dir(tmp)
+    atomic_write_json(tmp / COMPLETE, {"step": step})
+    fsync_dir(tmp)
     if final.exists():  # re-saving a step after resume: swap atomically-enough, old first out
         old = final.parent / f".old-step-{step}-{os.getpid()}"
         final.rename(old)
         shutil.rmtree(old, ignore_errors=True)
     tmp.rename(final)
-    _fsync_dir(final.parent)
-    prune(run_dir, keep=keep, protect=protect or set())
+    fsync_dir(final.parent)
+    prune(run, keep=keep, protect=protect or set())
     return final
 
 
-def prune(run_dir: Path, *, keep: int, protect: set[int]) -> None:
-    found = complete_checkpoints(run_dir)
+def prune(run: RunDir, *, keep: int, protect: set[int]) -> None:
+    found = run.complete_checkpoints()
     for step, path in found[:-keep] if keep > 0 else found:
         if step not in protect:
             shutil.rmtree(path, ignore_errors=True)

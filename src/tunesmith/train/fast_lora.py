@@ -59,7 +59,7 @@ def keep_mask(
 
 class _LoraLinear(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         x: torch.Tensor,
         weight: torch.Tensor,
@@ -84,7 +84,7 @@ class _LoraLinear(torch.autograd.Function):
         return y.view(*lead, y.shape[-1])
 
     @staticmethod
-    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x2, weight, lora_a, lora_b, h, mask = ctx.saved_tensors
         dy2 = dy.reshape(-1, dy.shape[-1])
         g = dy2 @ lora_b

@@ -2,13 +2,16 @@
 
 Read `train_loop` to know exactly what a step does:
   1. take this step's micro-batches (deterministic from seed, epoch and position),
-  2. count the trained tokens of the WHOLE optimizer step (all micro-batches, all ranks),
-  3. forward/backward each micro-batch with loss = sum of token losses / that count
-     (so a step's gradient is the mean over trained tokens, however the rows were split),
+  2. count the objective's units (trained tokens for SFT) of the WHOLE optimizer step (all
+     micro-batches, all ranks),
+  3. forward/backward each micro-batch with loss = sum of unit losses / that count
+     (so a step's gradient is the mean over units, however the rows were split),
   4. stop with an error naming the step if the loss or gradient norm is not finite,
   5. clip, optimizer step, LR schedule,
   6. validate / log / checkpoint / early-stop / honour a cancel request, on their cadence.
-Everything else (building the model, data, run directory) lives in `run.py`.
+What is trained on (SFT, DPO, GRPO) is the objective's business (train/objectives/): the loop
+never knows which one runs. Everything it reports goes out as events (tunesmith.events).
+Building the model, data and run directory lives in `setup.py`; `run.py` drives a run.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ from typing import Any
 
 import torch
 
+from tunesmith import events
 from tunesmith.errors import TrainingError
+from tunesmith.events import Event, Reporter
+from tunesmith.runs import RunDir
 from tunesmith.train import checkpoint as ckpt
 from tunesmith.train import distributed as dist
-from tunesmith.train.batching import Row, collate, epoch_order, step_micro_batches, steps_per_epoch
-from tunesmith.train.callbacks import Sinks
-from tunesmith.train.losses import count_trained
-from tunesmith.train.run_dir import CANCEL
+from tunesmith.train.batching import epoch_order, step_micro_batches, steps_per_epoch
+from tunesmith.train.objectives import Objective
 
 
 @dataclass
@@ -51,29 +55,29 @@ class LoopState:
 class LoopContext:
     spec: Any  # ResolvedSpec
     model: Any  # the (peft-)model being trained
-    wrapped: Any  # SFTLoss, possibly inside DDP/FSDP
+    objective: Objective
+    wrapped: Any  # the objective's loss module, possibly inside DDP/FSDP
     optimizer: torch.optim.Optimizer
     scheduler: Any
-    rows: list[Row]
-    val_rows: list[Row]
+    rows: list[Any]
+    val_rows: list[Any]
     info: dist.DistInfo
     device: torch.device
-    run_dir: Path
-    pad_id: int
-    sinks: Sinks
+    run: RunDir
+    report: Reporter = events.ignore  # rank 0 only; other ranks report nothing
     autocast_dtype: torch.dtype | None = None
     state: LoopState = field(default_factory=LoopState)
     status: str = "running"
 
 
 # ---------------------------------------------------------------------------------------------
-# Cancel: SIGINT / SIGTERM / RUN_DIR/CANCEL -> save a checkpoint, stop cleanly
+# Cancel: SIGINT / SIGTERM / a cancel request in the run dir -> save a checkpoint, stop cleanly
 # ---------------------------------------------------------------------------------------------
 
 
 class CancelWatch:
-    def __init__(self, run_dir: Path):
-        self.file = Path(run_dir) / CANCEL
+    def __init__(self, run: RunDir):
+        self.run = run
         self.requested = False
         self._old: dict[int, Any] = {}
 
@@ -93,7 +97,7 @@ class CancelWatch:
             signal.signal(sig, old)
 
     def poll(self) -> bool:
-        return self.requested or self.file.exists()
+        return self.requested or self.run.cancel_requested()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,20 +115,48 @@ def _no_sync(ctx: LoopContext, last: bool) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext() if last else dist.no_sync(ctx.wrapped)
 
 
+def accumulate(ctx: LoopContext, batches: list[dict[str, Any]], units: int) -> dict[str, Any]:
+    """Step (3): forward/backward every micro-batch; each gradient is scaled so the step's
+    gradient is the mean over its `units` (all micro-batches, all ranks). Returns the summed
+    loss (float64) and the objective's summed statistics of this rank."""
+    world = ctx.info.world_size
+    scale = world / max(1, units)  # DDP averages gradients over ranks: undo that
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    stats: dict[str, float] = {}
+    for i, batch in enumerate(batches):
+        with _no_sync(ctx, i == len(batches) - 1), _autocast(ctx):
+            out = ctx.wrapped(**batch)
+        part = out["loss"]
+        (part * scale).backward()
+        loss_sum += part.detach().double().cpu()
+        for key, value in out.items():
+            if key not in ("loss", "count"):
+                stats[key] = stats.get(key, 0.0) + float(value)
+    return {"loss_sum": loss_sum, "stats": stats}
+
+
 def train_loop(ctx: LoopContext) -> str:
     """Run until total_steps, early stop or cancel. Returns the final status."""
-    spec, st = ctx.spec, ctx.state
+    spec, st, obj = ctx.spec, ctx.state, ctx.objective
     total = spec.total_steps
     world = ctx.info.world_size
     per_epoch = steps_per_epoch(len(ctx.rows), spec.batch_size * spec.grad_accum * world)
     params = [p for p in ctx.model.parameters() if p.requires_grad]
     order_epoch, order = -1, []
-    ctx.sinks.start(total, st.step)
+    ctx.report(
+        Event(
+            "status",
+            phase="train",
+            step=st.step,
+            total=total,
+            data={"status": "running", "start_step": st.step, "unit": obj.unit},
+        )
+    )
     # tokens/s counts training time only (not validation or checkpoint writes)
     window_tokens, window_time = 0, 0.0
     run_start = time.perf_counter() - st.elapsed_s
 
-    with CancelWatch(ctx.run_dir) as cancel:
+    with CancelWatch(ctx.run) as cancel:
         while st.step < total:
             step_start = time.perf_counter()
             if st.step_in_epoch >= per_epoch:
@@ -132,6 +164,7 @@ def train_loop(ctx: LoopContext) -> str:
                 st.step_in_epoch = 0
             if order_epoch != st.epoch:
                 order, order_epoch = epoch_order(len(ctx.rows), spec.seed, st.epoch), st.epoch
+            # (1) this step's micro-batches (an objective with a rollout fills them in now)
             micro = step_micro_batches(
                 ctx.rows,
                 order,
@@ -140,23 +173,24 @@ def train_loop(ctx: LoopContext) -> str:
                 grad_accum=spec.grad_accum,
                 world_size=world,
                 rank=ctx.info.rank,
+                blank=obj.blank,
             )
-            batches = [collate(m, ctx.pad_id, ctx.device) for m in micro]
-            # (2) trained tokens of the whole optimizer step, over every rank
-            local_tokens = sum(count_trained(b["labels"]) for b in batches)
-            n_step = int(dist.all_reduce_sum(torch.tensor([float(local_tokens)]))[0].item())
-            scale = world / max(1, n_step)  # DDP averages gradients over ranks: undo that
+            micro = obj.rollout(ctx, micro)
+            batches = [obj.collate(m, ctx.device) for m in micro]
+            # (2) the objective's units of the whole optimizer step, over every rank
+            local_units = sum(obj.count(b) for b in batches)
+            n_step = int(dist.all_reduce_sum(torch.tensor([float(local_units)]))[0].item())
 
             # (3) forward / backward per micro-batch
-            loss_sum = torch.zeros((), dtype=torch.float64)
-            for i, batch in enumerate(batches):
-                with _no_sync(ctx, i == len(batches) - 1), _autocast(ctx):
-                    part, _, _ = ctx.wrapped(**batch)
-                (part * scale).backward()
-                loss_sum += part.detach().double().cpu()
+            acc = accumulate(ctx, batches, n_step)
+            stat_keys = sorted(acc["stats"])
 
-            # (4) one all-reduce for loss and the cancel flag; non-finite stops the run
-            flags = torch.tensor([loss_sum.item(), float(cancel.poll())], dtype=torch.float64)
+            # (4) one all-reduce for loss, cancel flag and statistics; non-finite stops the run
+            flags = torch.tensor(
+                [acc["loss_sum"].item(), float(cancel.poll())]
+                + [acc["stats"][k] for k in stat_keys],
+                dtype=torch.float64,
+            )
             flags = dist.all_reduce_sum(flags)
             loss = flags[0].item() / max(1, n_step)
             step_no = st.step + 1
@@ -191,6 +225,8 @@ def train_loop(ctx: LoopContext) -> str:
                 "grad_norm": grad_norm,
                 "trained_tokens": st.trained_tokens,
             }
+            sums = {k: flags[2 + i].item() for i, k in enumerate(stat_keys)}
+            record.update(obj.step_metrics(sums, n_step))
             stop_early = False
             is_eval = bool(spec.eval_every_steps) and (
                 st.step % spec.eval_every_steps == 0 or st.step == total
@@ -202,22 +238,21 @@ def train_loop(ctx: LoopContext) -> str:
                 record["tokens_per_s"] = window_tokens / max(1e-9, window_time)
                 record["elapsed_s"] = round(time.perf_counter() - run_start, 3)
                 window_tokens, window_time = 0, 0.0
-                if ctx.info.is_main:
-                    ctx.sinks.log(record)
-                    if "val_loss" in record:
-                        ctx.sinks.eval(record)
+                ctx.report(Event("metrics", phase="train", step=st.step, total=total, data=record))
             st.elapsed_s = time.perf_counter() - run_start
             cancelled = flags[1].item() > 0
             if st.step % spec.save_every_steps == 0 or cancelled:
                 save(ctx)
             if cancelled:
-                ctx.sinks.message(f"cancelled at step {st.step}; checkpoint saved")
+                ctx.report(events.message(f"cancelled at step {st.step}; checkpoint saved"))
                 return "cancelled"
             if stop_early:
-                ctx.sinks.message(
-                    f"early stopping at step {st.step}: no validation improvement in "
-                    f"{spec.early_stopping.patience} evaluations (best {st.best_val_loss:.4f} "
-                    f"at step {st.best_step})"
+                ctx.report(
+                    events.message(
+                        f"early stopping at step {st.step}: no validation improvement in "
+                        f"{spec.early_stopping.patience} evaluations (best "
+                        f"{st.best_val_loss:.4f} at step {st.best_step})"
+                    )
                 )
                 return "early_stopped"
     return "completed"
@@ -237,32 +272,26 @@ def _early_stopping(ctx: LoopContext, val_loss: float) -> bool:
 
 @torch.no_grad()
 def evaluate(ctx: LoopContext) -> dict[str, float]:
-    """Validation loss, perplexity and token accuracy over all held-out rows (all ranks)."""
+    """The objective's validation metrics over all held-out rows (all ranks)."""
     world, rank, bs = ctx.info.world_size, ctx.info.rank, ctx.spec.batch_size
     mine = ctx.val_rows[rank::world]
     n_batches = math.ceil(math.ceil(len(ctx.val_rows) / world) / bs)
     ctx.model.eval()
-    sums = torch.zeros(3, dtype=torch.float64)
+    sums: dict[str, float] = {}
     try:
         for i in range(n_batches):
             rows = mine[i * bs : (i + 1) * bs]
             if not rows:  # keep every rank in step (FSDP needs all of them in each forward)
-                filler = ctx.val_rows[0]
-                rows = [Row(filler.input_ids, [-100] * len(filler), filler.position_ids)]
+                rows = [ctx.objective.blank(ctx.val_rows[0])]
             with _autocast(ctx):
-                loss_sum, n, correct = ctx.wrapped(**collate(rows, ctx.pad_id, ctx.device))
-            sums += torch.tensor([loss_sum.item(), float(n), float(correct)], dtype=torch.float64)
+                out = ctx.wrapped(**ctx.objective.collate(rows, ctx.device))
+            for key, value in out.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
     finally:
         ctx.model.train()
-    sums = dist.all_reduce_sum(sums)
-    n = max(1.0, sums[1].item())
-    val_loss = sums[0].item() / n
-    return {
-        "val_loss": val_loss,
-        "val_perplexity": math.exp(min(val_loss, 50.0)),
-        "val_token_accuracy": sums[2].item() / n,
-        "val_tokens": int(sums[1].item()),
-    }
+    keys = sorted(sums)
+    total = dist.all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64))
+    return ctx.objective.validation_metrics({k: total[i].item() for i, k in enumerate(keys)})
 
 
 def state_module(ctx: LoopContext) -> Any:
@@ -282,7 +311,7 @@ def save(ctx: LoopContext) -> None:
         state["world_size"] = ctx.info.world_size
         protect = {ctx.state.best_step} if ctx.state.best_step is not None else set()
         path = ckpt.save_checkpoint(
-            ctx.run_dir,
+            ctx.run,
             ctx.state.step,
             model_state=model_sd,
             optimizer_state=optim_sd,
@@ -291,7 +320,15 @@ def save(ctx: LoopContext) -> None:
             keep=ctx.spec.keep_checkpoints,
             protect=protect if ctx.spec.early_stopping.enabled else set(),
         )
-        ctx.sinks.message(f"checkpoint saved: {path}")
+        ctx.report(
+            Event(
+                "checkpoint",
+                phase="train",
+                step=ctx.state.step,
+                message=f"checkpoint saved: {path}",
+                data={"path": str(path), "step": ctx.state.step},
+            )
+        )
     dist.barrier()
 
 

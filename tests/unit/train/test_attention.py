@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from tunesmith.train.attention import NAME, restore_stock_attention, use_packed_attention
-from tunesmith.train.losses import SFTLoss
+from tunesmith.train.objectives.sft import SFTLoss
 
 
 def test_packed_attention_matches_stock_sdpa(tiny_model_dir):
@@ -22,8 +22,8 @@ def test_packed_attention_matches_stock_sdpa(tiny_model_dir):
     labels = ids.clone()
     labels[0, [12, 32]] = -100
     labels[1, 25] = -100
-    a, na, _ = SFTLoss(stock)(ids, pos, labels)
-    b, nb, _ = SFTLoss(packed)(ids, pos, labels)
+    a, na, _ = SFTLoss(stock)(ids, pos, labels).values()
+    b, nb, _ = SFTLoss(packed)(ids, pos, labels).values()
     a.backward()
     b.backward()
     assert int(na) == int(nb)

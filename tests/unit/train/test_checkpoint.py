@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tunesmith.runs import RunDir
 from tunesmith.train import checkpoint as ckpt
 
 
@@ -30,7 +31,7 @@ def test_save_load_continues_exactly(tmp_path):
     _step(model, opt, 1)
     msd, osd = ckpt.gather_state(model, opt, full=True)
     path = ckpt.save_checkpoint(
-        tmp_path,
+        RunDir(tmp_path),
         1,
         model_state=msd,
         optimizer_state=osd,
@@ -67,7 +68,7 @@ def _save_steps(run_dir, steps, *, keep: int, protect=None) -> None:
     msd, osd = ckpt.gather_state(model, opt, full=True)
     for step in steps:
         ckpt.save_checkpoint(
-            run_dir,
+            RunDir(run_dir),
             step,
             model_state=msd,
             optimizer_state=osd,
@@ -84,8 +85,8 @@ def test_incomplete_checkpoints_are_ignored_and_removed(tmp_path):
     assert sorted(p.name for p in root.iterdir()) == ["step-4", "step-6"]  # pruned to 2
     (root / ".tmp-step-8-123").mkdir()  # killed mid-save
     (root / "step-9").mkdir()  # no marker
-    assert ckpt.latest_checkpoint(tmp_path) == root / "step-6"
-    removed = {p.name for p in ckpt.remove_incomplete(tmp_path)}
+    assert RunDir(tmp_path).latest_checkpoint() == root / "step-6"
+    removed = {p.name for p in ckpt.remove_incomplete(RunDir(tmp_path))}
     assert removed == {".tmp-step-8-123", "step-9"}
     with pytest.raises(FileNotFoundError):
         ckpt.read_checkpoint(root / "step-9")
@@ -93,7 +94,7 @@ def test_incomplete_checkpoints_are_ignored_and_removed(tmp_path):
 
 def test_pruning_keeps_the_protected_best_checkpoint(tmp_path):
     _save_steps(tmp_path, (1, 2, 3, 4), keep=1, protect={2})
-    assert [s for s, _ in ckpt.complete_checkpoints(tmp_path)] == [2, 4]
+    assert [s for s, _ in RunDir(tmp_path).complete_checkpoints()] == [2, 4]
 
 
 def test_a_checkpoint_of_another_model_is_refused(tmp_path):
@@ -103,7 +104,13 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path):
     _step(model, opt, 1)
     msd, osd = ckpt.gather_state(model, opt, full=True)
     path = ckpt.save_checkpoint(
-        tmp_path, 1, model_state=msd, optimizer_state=osd, trainer_state={}, rng_states=[], keep=1
+        RunDir(tmp_path),
+        1,
+        model_state=msd,
+        optimizer_state=osd,
+        trainer_state={},
+        rng_states=[],
+        keep=1,
     )
     other = torch.nn.Sequential(torch.nn.Linear(4, 8))
     other.add_module("head", torch.nn.Linear(8, 2))  # same shapes, different names

@@ -16,27 +16,27 @@ from train_helpers import base_spec, write_chat
 
 from tunesmith import api
 from tunesmith.errors import TrainingError
-from tunesmith.train import losses as losses_mod
+from tunesmith.train.objectives import sft as sft_mod
 
 
 def _train(spec: dict):
-    return api.train(spec, progress=False, log=lambda _: None)
+    return api.train(spec)
 
 
 def test_injected_inf_loss_stops_with_the_step_number(
     tiny_model_dir, chat_file, tmp_path, monkeypatch
 ):
-    real = losses_mod.SFTLoss.forward
+    real = sft_mod.SFTLoss.forward
     calls = {"n": 0}
 
     def poisoned(self, *args, **kwargs):
-        loss, n, correct = real(self, *args, **kwargs)
+        out = real(self, *args, **kwargs)
         calls["n"] += 1
         if calls["n"] == 5:  # 2 micro-batches per step: the 5th is step 3's first
-            loss = loss * float("inf")
-        return loss, n, correct
+            out["loss"] = out["loss"] * float("inf")
+        return out
 
-    monkeypatch.setattr(losses_mod.SFTLoss, "forward", poisoned)
+    monkeypatch.setattr(sft_mod.SFTLoss, "forward", poisoned)
     run = tmp_path / "run"
     with pytest.raises(TrainingError, match=r"loss is (inf|nan) at step 3\b"):
         _train(base_spec(tiny_model_dir, chat_file, run, max_steps=6))
@@ -149,7 +149,7 @@ def test_cancel_saves_a_checkpoint_and_resume_finishes(how, tiny_model_dir, chat
     spec_path = run / "config.yaml"
     text = spec_path.read_text().replace(f"total_steps: {total}", f"total_steps: {stopped + 2}")
     spec_path.write_text(text.replace(f"max_steps: {total}", f"max_steps: {stopped + 2}"))
-    resumed = api.resume(run, progress=False, log=lambda _: None)
+    resumed = api.resume(run)
     assert resumed.status == "completed"
     assert [m["step"] for m in resumed.metrics] == list(range(1, stopped + 3))
     assert (run / "final" / "adapter_model.safetensors").is_file()
@@ -157,17 +157,17 @@ def test_cancel_saves_a_checkpoint_and_resume_finishes(how, tiny_model_dir, chat
 
 def test_a_run_directory_in_use_is_refused(tiny_model_dir, chat_file, tmp_path):
     from tunesmith.errors import ConfigError
-    from tunesmith.train.run_dir import RunLock, update_manifest
+    from tunesmith.runs import RunDir
 
     run = tmp_path / "run"
     _train(base_spec(tiny_model_dir, chat_file, run, max_steps=2, save_every_steps=1))
-    update_manifest(run, status="running")  # as if it had been killed
-    lock = RunLock(run).acquire()  # ... or another process were still training in it
+    RunDir(run).update_manifest(status="running")  # as if it had been killed
+    lock = RunDir(run).lock().acquire()  # ... or another process were still training in it
     try:
         with pytest.raises(ConfigError, match="in use by another process"):
-            api.resume(run, progress=False, log=lambda _: None)
+            api.resume(run)
     finally:
         lock.release()
-    assert api.resume(run, progress=False, log=lambda _: None).status == "completed"
+    assert api.resume(run).status == "completed"
     with pytest.raises(ConfigError, match="already finished"):
-        api.resume(run, progress=False, log=lambda _: None)
+        api.resume(run)

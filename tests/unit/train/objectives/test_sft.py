@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tunesmith.train.losses import SFTLoss, count_trained
+from tunesmith.train.objectives.sft import SFTLoss, count_trained
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def _batch(seed: int = 0):
 def test_matches_full_logits_cross_entropy(model):
     ids, pos, labels = _batch()
     with torch.no_grad():
-        loss_sum, n, correct = SFTLoss(model)(ids, pos, labels)
+        loss_sum, n, correct = SFTLoss(model)(ids, pos, labels).values()
         ref = model(input_ids=ids, position_ids=pos, labels=labels).loss
         logits = model(input_ids=ids, position_ids=pos).logits[:, :-1]
     assert int(n) == count_trained(labels) == 14 + 10
@@ -44,14 +44,14 @@ def test_packed_row_gives_each_example_its_own_loss(model):
     b = torch.randint(3, 600, (1, 9), generator=torch.Generator().manual_seed(2))
     loss = SFTLoss(model)
     with torch.no_grad():
-        la, na, _ = loss(a, torch.arange(12)[None], a)
-        lb, nb, _ = loss(b, torch.arange(9)[None], b)
+        la, na, _ = loss(a, torch.arange(12)[None], a).values()
+        lb, nb, _ = loss(b, torch.arange(9)[None], b).values()
         # packed: b's first token has no label (it would be predicted from a's last token)
         packed = torch.cat([a, b], 1)
         labels = packed.clone()
         labels[0, 12] = -100
         pos = torch.cat([torch.arange(12), torch.arange(9)])[None]
-        lp, n_p, _ = loss(packed, pos, labels)
+        lp, n_p, _ = loss(packed, pos, labels).values()
     assert int(n_p) == int(na) + int(nb)
     assert lp.item() == pytest.approx((la + lb).item(), rel=1e-4)
 
@@ -66,8 +66,8 @@ def test_lora_adapters_are_applied_through_the_decoder(model):
     )
     ids, pos, labels = _batch(3)
     with torch.no_grad():
-        ours, n, _ = SFTLoss(peft_model)(ids, pos, labels)
+        ours, n, _ = SFTLoss(peft_model)(ids, pos, labels).values()
         ref = peft_model(input_ids=ids, position_ids=pos, labels=labels).loss
-        base, _, _ = SFTLoss(model)(ids, pos, labels)
+        base, _, _ = SFTLoss(model)(ids, pos, labels).values()
     assert (ours / n).item() == pytest.approx(ref.item(), rel=1e-5)
     assert abs(ours.item() - base.item()) > 1e-3  # the (non-zero) adapter changed the output

@@ -1,0 +1,322 @@
+"""Set a run up for the loop: spec -> data -> model -> run directory -> LoopContext.
+
+Order matters for the user: the data is validated with the tokenizer *before* the model is
+loaded (fail loudly, early), and the resolved spec is reported and written before the first
+step. Only rank 0 writes to the run directory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunesmith import events
+from tunesmith.config import ResolvedSpec, RunSpec, dump_spec
+from tunesmith.errors import ConfigError, DataError
+from tunesmith.events import Reporter
+from tunesmith.runs import RunDir, RunLock, build_manifest, default_run_dir, now
+from tunesmith.train import distributed as dist
+
+
+@dataclass
+class Prepared:
+    """What `prepare` hands the loop: the context, plus what run.py needs to finish."""
+
+    ctx: Any  # LoopContext
+    tokenizer: Any
+    lock: RunLock | None
+
+
+def check_new_run_dir(run: RunDir) -> None:
+    if run.holds_run():
+        raise ConfigError(
+            f"output directory {run.path} already holds a run",
+            hint=f"continue it with: tunesmith train --resume {run.path}, or pick another "
+            "output_dir",
+        )
+
+
+def prepare_data(spec: RunSpec, tokenizer: Any) -> Any:
+    from tunesmith.data.prepare import prepare_sft
+
+    if spec.data.train is None:
+        raise ConfigError(
+            "no training data given",
+            where="data.train",
+            param="data.train",
+            hint="set data.train in the config or pass --data FILE",
+        )
+    return prepare_sft(
+        Path(spec.data.train),
+        tokenizer,
+        validation=spec.data.validation,
+        validation_fraction=spec.data.validation_fraction,
+        max_seq_len=spec.data.max_seq_len,
+        truncate=spec.data.truncate,
+        train_on=spec.data.train_on,
+        seed=spec.seed,
+        mix=list(spec.data.mix) or None,
+        format=spec.data.format,
+    )
+
+
+def dtypes(spec: RunSpec, device: Any) -> tuple[str | None, Any]:
+    """(dtype to load the model in, autocast dtype). CPU: float32, no autocast, unless the
+    user asked. CUDA with bf16: adapters load the frozen base in bf16; full fine-tuning keeps
+    float32 master weights; both compute under bf16 autocast."""
+    import torch
+
+    if spec.dtype not in ("auto", "", None):
+        from tunesmith.models.load import pick_dtype
+
+        chosen = pick_dtype(device, spec.dtype)
+        return spec.dtype, (chosen if chosen != torch.float32 else None)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return ("float32" if spec.adapter == "none" else "bf16"), torch.bfloat16
+    return "float32", None
+
+
+def make_optimizer(model: Any, spec: ResolvedSpec) -> Any:
+    import torch
+
+    decay: list[Any] = []
+    no_decay: list[Any] = []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (
+            no_decay if p.ndim < 2 or "norm" in name.lower() or name.endswith(".bias") else decay
+        ).append(p)
+    groups = [
+        {"params": decay, "weight_decay": spec.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    kwargs: dict[str, Any] = {"lr": spec.learning_rate, "betas": (0.9, 0.999), "eps": 1e-8}
+    if next(iter(model.parameters())).device.type == "cuda":
+        kwargs["fused"] = True
+    return torch.optim.AdamW(groups, **kwargs)
+
+
+def lr_factor(step: int, *, total: int, warmup: int, kind: str) -> float:
+    """LR multiplier before optimizer step `step` (0-based): linear warmup, then the schedule."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    progress = min(1.0, max(0.0, progress))
+    if kind == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_steps(spec: ResolvedSpec) -> int:
+    return round(spec.warmup * spec.total_steps) if spec.warmup < 1 else int(spec.warmup)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def check_same_data(run: RunDir, data: Any) -> None:
+    manifest = run.manifest()
+    was = manifest.get("data", {}).get("train_sha256")
+    if was and was != data.train_sha256:
+        raise DataError(
+            "the training data changed since this run started; resuming would "
+            "not continue the same run",
+            where=str(manifest["data"].get("train")),
+        )
+
+
+def _load_base(spec: RunSpec, base_path: Path, device: Any) -> tuple[Any, Any]:
+    from tunesmith.models.load import load_model, quantization_config
+
+    load_dtype, autocast_dtype = dtypes(spec, device)
+    quant = quantization_config(spec.adapter)
+    extra: dict[str, Any] = {"quantization_config": quant} if quant is not None else {}
+    if quant is not None:
+        index = device.index if device.index is not None else 0
+        extra["device_map"] = {"": index if device.type == "cuda" else "cpu"}
+    loaded = load_model(base_path, device=str(device), dtype=load_dtype, **extra)
+    return loaded, (load_dtype, autocast_dtype)
+
+
+def _resolve(spec: RunSpec, data: Any, rows: list, val_rows: list, cfg: Any, weight_bytes: int,
+             info: dist.DistInfo, device: Any, dts: tuple[Any, Any]) -> ResolvedSpec:  # fmt: skip
+    from tunesmith.auto import resolve_spec
+
+    resolved = resolve_spec(
+        spec,
+        n_examples=len(data.train),
+        n_rows=len(rows),
+        n_val_rows=len(val_rows),
+        world_size=info.world_size,
+        device_type=device.type,
+        hidden=int(getattr(cfg, "hidden_size", 1024)),
+        layers=int(getattr(cfg, "num_hidden_layers", 24)),
+        weight_bytes=weight_bytes,
+    )
+    notes = dict(resolved.auto_notes)
+    notes["device"] = f"{device} ({resolved.device})"
+    notes["dtype"] = f"weights {dts[0]}, autocast {dts[1] or 'off'}"
+    if info.enabled:
+        notes["distributed"] = dist.resolve_strategy(resolved.distributed.strategy, info)
+    resolved.auto_notes = notes
+    return resolved
+
+
+def prepare(
+    spec: RunSpec,
+    resume: RunDir | None,
+    info: dist.DistInfo,
+    device: Any,
+    report: Reporter,
+) -> Prepared:
+    """Everything up to the first step. `report` receives setup messages (rank 0's only)."""
+    import torch
+
+    from tunesmith.models.load import load_tokenizer, resolve_path
+    from tunesmith.train import fast_lora
+    from tunesmith.train.adapters import apply_adapter, count_parameters
+    from tunesmith.train.attention import use_packed_attention
+    from tunesmith.train.batching import make_rows
+    from tunesmith.train.host_memory import keep_freed_memory
+    from tunesmith.train.loop import LoopContext
+    from tunesmith.train.objectives import check_method, make_objective
+
+    def say(text: str, level: events.Level = "info") -> None:
+        if info.is_main:
+            report(events.message(text, phase="setup", level=level))
+
+    check_method(spec.method.type)
+    if spec.adapter == "qlora" and spec.distributed.strategy == "fsdp":
+        raise ConfigError(
+            "FSDP is for full fine-tuning; use ddp with qlora",
+            where="distributed.strategy",
+            param="distributed.strategy",
+        )
+    if resume is not None:
+        run = resume
+    elif spec.output_dir:
+        run = RunDir(spec.output_dir)
+    else:
+        run = RunDir(dist.broadcast_object(str(default_run_dir(spec.model).path)))
+    if resume is None:  # every rank checks: no rank may wait for one that failed
+        check_new_run_dir(run)
+    dist.barrier()
+
+    # Data first: validate with the tokenizer before paying for the model.
+    base_path = resolve_path(spec.model)
+    tokenizer = load_tokenizer(base_path)
+    data = prepare_data(spec, tokenizer)
+    if not data.train:
+        raise DataError("no training examples left after validation", where=str(spec.data.train))
+    rows = make_rows(data.train, spec.data.max_seq_len, packing=spec.data.packing)
+    val_rows = make_rows(data.validation, spec.data.max_seq_len, packing=spec.data.packing)
+    if resume is not None:
+        check_same_data(run, data)
+    if spec.early_stopping.enabled and not val_rows:
+        raise ConfigError(
+            "early stopping needs validation data",
+            where="early_stopping.enabled",
+            param="early_stopping.enabled",
+            hint="set data.validation or data.validation_fraction",
+        )
+
+    loaded, dts = _load_base(spec, base_path, device)
+    if not isinstance(spec, ResolvedSpec):
+        weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+        spec = _resolve(
+            spec, data, rows, val_rows, loaded.model.config, weight_bytes, info, device, dts
+        )
+    elif spec.world_size != info.world_size:
+        say(
+            f"run started on {spec.world_size} processes, resuming on {info.world_size}; "
+            "the data order per step changes",
+            level="warning",
+        )
+
+    lock: RunLock | None = None
+    if info.is_main:
+        run.path.mkdir(parents=True, exist_ok=True)
+        lock = run.lock().acquire()
+        if resume is None:
+            run.write_config(dump_spec(spec))
+            run.write_manifest(
+                build_manifest(
+                    spec=spec,
+                    base_model_path=base_path,
+                    train_sha256=data.train_sha256,
+                    validation_sha256=data.validation_sha256,
+                    device=device,
+                    world_size=info.world_size,
+                    n_train=len(data.train),
+                    n_validation=len(data.validation),
+                )
+            )
+        else:
+            run.update_manifest(status="running", resumed=now(), finished=None)
+        run.clear_cancel()
+        say(("resuming run " if resume else "run directory: ") + str(run.path))
+        say("resolved config:\n" + dump_spec(spec).rstrip())
+        say(
+            f"data: {len(data.train)} train examples in {len(rows)} rows"
+            f"{' (packed)' if spec.data.packing else ''}, {len(data.validation)} validation; "
+            f"{spec.total_steps} optimizer steps"
+        )
+    dist.barrier()
+
+    try:
+        seed_everything(spec.seed)  # adapter init: identical on every rank
+        model = apply_adapter(loaded.model, spec)
+        if not spec.compile and use_packed_attention(model):
+            say("attention: causal SDPA per packed example (no work across example borders)")
+        if spec.fused_lora and not spec.compile and (fused := fast_lora.install(model)):
+            say(f"LoRA: {fused} layers run as one fused autograd function each")
+        if device.type == "cpu" and keep_freed_memory():
+            say("host memory: freed blocks kept for reuse (no page faults on every new tensor)")
+        say(str(count_parameters(model)))
+        objective = make_objective(spec, pad_id=int(tokenizer.pad_token_id))
+        strategy = dist.resolve_strategy(spec.distributed.strategy, info)
+        wrapped = dist.wrap(objective.loss_module(model), strategy, info, device)
+        if spec.compile:
+            wrapped = torch.compile(wrapped)
+        optimizer = make_optimizer(model, spec)
+        seed_everything(spec.seed + 1 + info.rank)  # dropout: a different stream per rank
+        warm = warmup_steps(spec)
+        total, kind = spec.total_steps, spec.scheduler
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_factor(s, total=total, warmup=warm, kind=kind)
+        )
+        ctx = LoopContext(
+            spec=spec,
+            model=model,
+            objective=objective,
+            wrapped=wrapped,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            rows=rows,
+            val_rows=val_rows,
+            info=info,
+            device=device,
+            run=run,
+            autocast_dtype=dts[1],
+        )
+    except BaseException as exc:  # the run directory exists now: it must not read "running"
+        if info.is_main:
+            run.set_status("failed", error=str(exc) or type(exc).__name__)
+        if lock is not None:
+            lock.release()
+        raise
+    return Prepared(ctx, tokenizer, lock)
