@@ -8,6 +8,8 @@ import json
 import pytest
 from train_helpers import base_spec, write_chat
 
+from tunesmith.runs import RunDir
+
 
 @pytest.mark.filterwarnings("ignore")
 def test_training_run_calls_compare_run_at_the_end(tiny_model_dir, tmp_path) -> None:
@@ -24,7 +26,7 @@ def test_training_run_calls_compare_run_at_the_end(tiny_model_dir, tmp_path) -> 
         eval={"compare_base": True},
     )
     spec["data"]["validation"] = str(val)
-    result = api.train(spec, progress=False)
+    result = api.train(spec)
     results = result.run_dir / "eval" / "results.json"
     assert results.is_file(), "training did not run the comparison"
     data = json.loads(results.read_text())
@@ -34,6 +36,11 @@ def test_training_run_calls_compare_run_at_the_end(tiny_model_dir, tmp_path) -> 
     assert set(data["metrics"]) >= {"json_match", "json_valid", "heldout_loss", "perplexity"}
     # The adapter was trained on this task: the reference answers became more likely.
     assert data["metrics"]["heldout_loss"]["tuned"] < data["metrics"]["heldout_loss"]["base"]
+    # One rule for which tokens carry loss: the report's held-out loss of the final model is
+    # training's last validation loss on the same data (same tokens, same weights).
+    last_val = [r for r in RunDir(result.run_dir).read_metrics() if "val_loss" in r][-1]
+    assert last_val["step"] == 4  # validated at the end, with the weights that became final
+    assert data["metrics"]["heldout_loss"]["tuned"] == pytest.approx(last_val["val_loss"], rel=1e-3)
     html = (result.run_dir / "eval" / "report.html").read_text()
     assert 'id="plot-loss"' in html
 

@@ -61,7 +61,7 @@ def test_compare_models_scores_both_and_writes_consistent_reports(
 ) -> None:
     from tunesmith.eval.compare import compare_models
 
-    phases: set[str] = set()
+    seen = []
     result = compare_models(
         damaged_model_dir,
         tiny_model_dir,
@@ -69,11 +69,18 @@ def test_compare_models_scores_both_and_writes_consistent_reports(
         max_new_tokens=8,
         batch_size=4,
         output_dir=tmp_path / "eval",
-        progress=lambda phase, done, total: phases.add(phase),
+        on_event=seen.append,
     )
     assert result.n == 12
     assert result.main_metric == "json_match"  # chosen from the JSON references
-    assert {"base model: answering", "tuned model: answering"} <= phases
+    progress = [e for e in seen if e.kind == "progress"]
+    assert {"base model: answering", "tuned model: answering"} <= {e.message for e in progress}
+    phases = {e.phase for e in progress}
+    assert {"generate:base", "generate:tuned", "loss:base", "loss:tuned"} <= phases
+    assert {"forgetting:base", "forgetting:tuned"} <= phases
+    for phase in phases:  # every phase runs to its end
+        last = [e for e in progress if e.phase == phase][-1]
+        assert last.total and last.done == last.total, phase
     data = json.loads((tmp_path / "eval" / "results.json").read_text())
     for name, m in data["metrics"].items():
         assert set(m) >= {"base", "tuned", "ci", "significant"}, name

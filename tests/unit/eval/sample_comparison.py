@@ -6,17 +6,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tunesmith.eval.compare import ComparisonResult, ExampleResult, _compare_metric
+from tunesmith.eval.compare import compare_scores
 from tunesmith.eval.forgetting import forgetting_from_losses
 from tunesmith.eval.loss import ExampleLoss
-from tunesmith.eval.metrics import build_metrics
+from tunesmith.eval.results import ComparisonResult, ExampleResult
+from tunesmith.graders import build_graders
 
 
 def make_comparison(run_dir: Path | None = None, n: int = 30) -> ComparisonResult:
     """n examples: the tuned model is right on all but the last; the base model only on the
     first 3, and example 2 is a regression (base right, tuned wrong)."""
     refs = [json.dumps({"label": "a" if i % 2 else "b", "id": i}) for i in range(n)]
-    metrics = build_metrics(["json_match", "json_valid", "length"], refs)
+    metrics = build_graders(["json_match", "json_valid", "length"], refs)
     examples = []
     for i, ref in enumerate(refs):
         base_out = ref if i < 3 else f"<script>alert({i})</script> I think it is b"
@@ -35,7 +36,7 @@ def make_comparison(run_dir: Path | None = None, n: int = 30) -> ComparisonResul
             )
         )
     comparisons = {
-        m.name: _compare_metric(
+        m.name: compare_scores(
             m,
             [e.base_scores[m.name] for e in examples],
             [e.tuned_scores[m.name] for e in examples],

@@ -41,8 +41,7 @@ def test_chat_and_alpaca_files_give_prompts_and_references(tmp_path) -> None:
     assert E.load_examples(chat, limit=1)[0].reference == "a1"
 
 
-def test_fallback_reader_handles_sharegpt_and_reports_bad_lines(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(E, "_read_via_data_layer", lambda path: None)
+def test_sharegpt_and_preference_files_are_read_by_the_data_layer(tmp_path) -> None:
     path = tmp_path / "sg.jsonl"
     _write(
         path,
@@ -50,7 +49,17 @@ def test_fallback_reader_handles_sharegpt_and_reports_bad_lines(tmp_path, monkey
     )
     (ex,) = E.load_examples(path)
     assert ex.reference == "hello" and ex.prompt[0]["role"] == "user"
-    path.write_text('{"messages": []}\nnot json\n')
+    assert ex.origin is not None and ex.origin.line == 1
+    pairs = tmp_path / "pairs.jsonl"
+    _write(pairs, [{"prompt": "2+2?", "chosen": "4", "rejected": "5"}])
+    (pair,) = E.load_examples(pairs)
+    assert pair.reference == "4" and pair.user_text == "2+2?"
+
+
+def test_bad_lines_are_reported_with_their_line(tmp_path) -> None:
+    path = tmp_path / "bad.jsonl"
+    good = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    path.write_text(json.dumps(good) + "\nnot json\n")
     with pytest.raises(DataError, match=":2"):
         E.load_examples(path)
 
