@@ -27,7 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from contextlib import suppress
 from pathlib import Path
+
+from tunesmith.io import atomic_dir
 
 SEED = 20261123
 SYSTEM_PROMPT = "Reply with JSON only: category, priority, sentiment, order_id."
@@ -337,27 +340,30 @@ N_TRAIN, N_HELDOUT = 400, 100
 
 
 def ensure_demo_data(out: Path) -> Path:
-    """`out` holding the demo's train.jsonl and heldout.jsonl, written once (atomically: a
-    temporary directory renamed into place, so an interrupted write leaves nothing half-done)."""
+    """`out` holding the demo's train.jsonl and heldout.jsonl, written once (atomically, through
+    `tunesmith.io.atomic_dir`: a temporary directory renamed into place, so an interrupted write
+    leaves nothing half-done). Another process writing the same data at the same time is fine:
+    whichever finishes second finds the folder there and keeps it."""
     out = Path(out)
-    if (out / "train.jsonl").is_file() and (out / "heldout.jsonl").is_file():
-        return out
-    import shutil
-    import tempfile
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    def present() -> bool:
+        return (out / "train.jsonl").is_file() and (out / "heldout.jsonl").is_file()
+
+    if present():
+        return out
+    if out.is_dir():
+        # an empty leftover folder is taken over (rmdir removes only an empty one); anything
+        # else in the way fails below
+        with suppress(OSError):
+            out.rmdir()
     try:
-        train, heldout = generate(N_TRAIN, N_HELDOUT)
-        write_jsonl(tmp / "train.jsonl", train)
-        write_jsonl(tmp / "heldout.jsonl", heldout)
-        try:
-            tmp.rename(out)
-        except OSError:  # another process got there first (or out exists, empty)
-            if not (out / "train.jsonl").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(out) as tmp:
+            train, heldout = generate(N_TRAIN, N_HELDOUT)
+            write_jsonl(tmp / "train.jsonl", train)
+            write_jsonl(tmp / "heldout.jsonl", heldout)
+    except OSError:  # FileExistsError or a rename onto a full folder: someone got there first
+        if not present():
+            raise
     return out
 
 

@@ -46,7 +46,7 @@ class Event:
                 out[key] = value
         if self.data:
             out["data"] = self.data
-        out["timestamp"] = round(self.timestamp, 6)
+        out["timestamp"] = self.timestamp
         return out
 
     @classmethod
@@ -83,8 +83,13 @@ def message(text: str, *, phase: str = "", level: Level = "info", **data: Any) -
     return Event("message", phase=phase, message=text, level=level, data=data)
 
 
-def progress(phase: str, done: float, total: float | None, text: str = "") -> Event:
-    return Event("progress", phase=phase, done=done, total=total, message=text)
+def progress(
+    phase: str, done: float, total: float | None, text: str = "", *, unit: str | None = None
+) -> Event:
+    """`done` of `total` in a phase; `unit` says what is counted ("bytes", "%", "examples"...;
+    a view shows bytes and percent as a percentage)."""
+    data = {"unit": unit} if unit else {}
+    return Event("progress", phase=phase, done=done, total=total, message=text, data=data)
 
 
 def fan_out(*reporters: Reporter | None) -> Reporter:
@@ -176,4 +181,3 @@ def follow(
         if finished:
             return
         time.sleep(poll_s)
-

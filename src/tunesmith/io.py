@@ -97,6 +97,7 @@ def atomic_dir(out: Path | str, *, replace: bool = False) -> Iterator[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; give what mkdir would
         yield tmp
         for f in tmp.rglob("*"):
             if f.is_file():

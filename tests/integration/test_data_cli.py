@@ -134,6 +134,23 @@ def test_convert_and_split(tmp_path, capsys):
     assert code == 2 and "JSONL" in err
 
 
+def test_validate_shows_progress_for_big_files_only_and_never_with_json(
+    tmp_path, capsys, monkeypatch
+):
+    from tunesmith.cli import data_cmds
+
+    path = write(tmp_path / "train.jsonl", rows(30))
+    argv = ["data", "validate", str(path), "--no-tokens"]
+    code, _, err = run(argv, capsys)
+    assert code == 0 and "checking" not in err
+    monkeypatch.setattr(data_cmds, "PROGRESS_MIN_BYTES", 1)  # now the file counts as big
+    code, out, err = run(argv, capsys)
+    assert code == 0 and "the data is usable" in out
+    assert "checking train.jsonl: 100%" in err  # not a terminal: a plain line, in percent
+    code, out, err = run([*argv, "--json"], capsys)
+    assert code == 0 and json.loads(out)["ok"] and "checking" not in err
+
+
 @pytest.mark.slow
 def test_validate_with_the_default_model(tmp_path, capsys):
     path = write(tmp_path / "train.jsonl", rows(20))

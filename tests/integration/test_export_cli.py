@@ -31,8 +31,10 @@ def test_export_gguf_from_the_command_line(run: Path, tmp_path: Path, capsys) ->
     out = tmp_path / "gguf"
     code = _main(["export", str(run), "--format", "gguf", "--quantize", "f16", "--out", str(out)])
     assert code == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "exported gguf (f16)" in printed and "round trip: tokens identical" in printed
+    assert "merging: 5%" in captured.err and "done: 100%" in captured.err  # progress
     assert "ollama create" in printed
     assert {p.name for p in out.iterdir()} == {
         "Modelfile",
@@ -45,7 +47,9 @@ def test_export_gguf_from_the_command_line(run: Path, tmp_path: Path, capsys) ->
 def test_json_output_and_default_out_dir(run: Path, capsys) -> None:
     code = _main(["export", str(run), "--format", "hf", "--json", "--no-verify", "--force"])
     assert code == 0
-    result = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert "/100" not in captured.err  # no progress with --json
     assert result["format"] == "hf" and result["quantize"] == "f32"
     assert Path(result["out_dir"]) == run.resolve() / "export" / "hf-f32"
     assert "model.safetensors" in result["files"] and result["roundtrip"] is None

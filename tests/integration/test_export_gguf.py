@@ -73,7 +73,15 @@ def test_gguf_metadata_and_tensor_types(run, reference, tmp_path) -> None:
 
     merged, *_ = reference
     tok = merged.tokenizer
-    result = export_model(run, fmt="gguf", quantize="q8_0", out=tmp_path / "out", verify=False)
+    seen = []
+    result = export_model(
+        run, fmt="gguf", quantize="q8_0", out=tmp_path / "out", verify=False, on_event=seen.append
+    )
+    # progress reaches the caller as one `export` phase, percent done, rising to 100
+    assert seen and {(e.kind, e.phase, e.total) for e in seen} == {("progress", "export", 100)}
+    done = [e.done for e in seen]
+    assert done == sorted(done) and done[-1] == 100
+    assert any("tensors" in e.message for e in seen)
     reader = GGUFReader(str(result.main_file))
 
     def field(key: str):
@@ -222,7 +230,9 @@ def test_tunesmith_serves_the_exported_gguf_like_the_merged_model(run, reference
         [{"role": "user", "content": "Hello, my refund is late."}],
         [{"role": "system", "content": "Reply in JSON."}, {"role": "user", "content": "Paris?"}],
     ]
-    served = api.load_model(result.main_file, device="cpu")
+    seen = []
+    served = api.load_model(result.main_file, device="cpu", on_event=seen.append)
+    assert [e.phase for e in seen] == ["pull"] * len(seen) and seen[-1].done == 100
     want = api.generate(merged, prompts, max_new_tokens=12)
     got = api.generate(served, prompts, max_new_tokens=12)
     assert got == want and all(want)

@@ -44,3 +44,49 @@ def test_long_prompt_ships_in_the_package_and_a_data_dir_may_override_it(tmp_pat
     assert bundled == LONG_PROMPT.read_text(encoding="utf-8") and "order_id" in bundled
     (tmp_path / "long_prompt.txt").write_text("mine", encoding="utf-8")
     assert demo.long_prompt_text(tmp_path) == "mine"
+
+
+def test_a_failed_write_leaves_nothing_and_an_empty_leftover_folder_is_taken_over(
+    tmp_path, monkeypatch
+):
+    from tunesmith import demo_data
+
+    real = demo_data.write_jsonl
+
+    def disk_full_on_the_second_file(path, rows):
+        if path.name == "heldout.jsonl":
+            raise OSError("disk full")
+        real(path, rows)
+
+    monkeypatch.setattr(demo_data, "write_jsonl", disk_full_on_the_second_file)
+    out = tmp_path / "demo-data"
+    with pytest.raises(OSError, match="disk full"):
+        ensure_demo_data(out)
+    assert list(tmp_path.iterdir()) == []  # no half-written folder, no temp left
+    monkeypatch.setattr(demo_data, "write_jsonl", real)
+    out.mkdir()
+    assert ensure_demo_data(out) == out
+    assert (out / "heldout.jsonl").read_bytes() == (EXAMPLES / "heldout.jsonl").read_bytes()
+
+
+def test_another_process_finishing_first_is_kept(tmp_path, monkeypatch):
+    from tunesmith import demo_data
+
+    out = tmp_path / "demo-data"
+    real = demo_data.generate
+
+    def racing(*args, **kwargs):
+        rows = real(*args, **kwargs)
+        out.mkdir()  # meanwhile another process put its (identical) data in place
+        for name in ("train.jsonl", "heldout.jsonl"):
+            (out / name).write_text("theirs\n")
+        return rows
+
+    monkeypatch.setattr(demo_data, "generate", racing)
+    assert ensure_demo_data(out) == out
+    assert (out / "train.jsonl").read_text() == "theirs\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["demo-data"]
+    (out / "heldout.jsonl").unlink()  # a folder holding something else is not taken over
+    with pytest.raises(OSError):
+        ensure_demo_data(out)
+    assert [p.name for p in out.iterdir()] == ["train.jsonl"]

@@ -5,18 +5,18 @@ exactly what tunesmith will train on. Conversations become `{"messages": [...]}`
 prompt/completion data gets `weight: 0` on all but the final answer, so the meaning survives);
 preference pairs become OpenAI's DPO format. All rows are checked first: if any row is bad,
 nothing is written and the error names every bad line (up to the first few, with a count).
-Output is written to a temp file beside the target and renamed, so it is never half-written and
-an existing file is only replaced by a complete one. The output folder must exist (a typo in it
-should not silently create folders), and the output may never be the input.
+Output is written through `tunesmith.io.atomic_open` (a temp file beside the target, renamed
+when complete), so it is never half-written and an existing file is only replaced by a complete
+one. The output folder must exist (a typo in it should not silently create folders), and the
+output may never be the input.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -25,6 +25,7 @@ from tunesmith.data.formats import normalize_format, record_to_json
 from tunesmith.data.readers import iter_rows
 from tunesmith.data.validate import FileReport, ValidationReport, _records
 from tunesmith.errors import DataError
+from tunesmith.io import atomic_open
 
 TARGETS = ("chat",)
 
@@ -68,30 +69,17 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 @contextmanager
-def atomic_writer(path: Path) -> Iterator[IO[str]]:
-    """Open a temp file beside `path`; rename it over `path` only if the block succeeds."""
+def output_file(path: Path) -> Iterator[IO[str]]:
+    """`tunesmith.io.atomic_open(path)`, with a folder we cannot write to reported as a
+    DataError naming the file (not an OSError traceback)."""
     path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise DataError(f"cannot write here: {exc.strerror or exc}", where=str(path)) from None
-    try:
-        # mkstemp makes the file private (0600); give it the mode a plain open() would.
-        mode = path.stat().st_mode & 0o7777 if path.is_file() else 0o666 & ~_umask()
-        os.chmod(tmp, mode)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with ExitStack() as stack:
+        try:
+            f = stack.enter_context(atomic_open(path, "w"))
+        except OSError as exc:
+            raise DataError(f"cannot write here: {exc.strerror or exc}", where=str(path)) from None
+        yield f
 
 
 def raise_if_errors(report: ValidationReport) -> None:
@@ -133,7 +121,7 @@ def convert_file(src: Path, dst: Path, *, to: str = "chat", format: str | None =
     report.files.append(frep)
     written = 0
     # Stream: good rows go to the temp file as they come; any bad row discards it at the end.
-    with atomic_writer(dst) as f:
+    with output_file(dst) as f:
         for rec in _records(iter_rows(src), fmt, frep, report):
             if not report.error_count:
                 f.write(json.dumps(record_to_json(rec), ensure_ascii=False, default=str))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from tunesmith.data.records import (
     ROLES,
@@ -30,6 +30,7 @@ from tunesmith.data.records import (
     Message,
     PreferencePair,
     Record,
+    Role,
     Source,
 )
 from tunesmith.errors import DataError
@@ -87,14 +88,14 @@ class RowError(DataError):
         *,
         path: str | None = None,
     ):
-        self.code = code
         self.field = field
         self.source = source
         self.path = source.path if source else path
         self.line = source.line if source else None
         where = str(source) if source else path
         text = f"{field}: {message}" if field else message
-        super().__init__(text, where=where, hint=hint)
+        # the issue code (invalid_json, unknown_role, ...) is this error's `code`
+        super().__init__(text, where=where, hint=hint, code=code)
         self.reason = message
 
 
@@ -409,7 +410,7 @@ def _sharegpt_messages(raw: Any, source: Source) -> list[Message]:
                 source,
                 f"{f}.weight",
             )
-        out.append(Message(role, value, None if weight is None else int(weight)))
+        out.append(Message(cast(Role, role), value, None if weight is None else int(weight)))
     return out
 
 
@@ -433,7 +434,7 @@ def check_role_order(
         raise RowError(
             "no_assistant", "has no assistant message (nothing to train on)", source, field
         )
-    prev = None
+    prev: str | None = None
     for i, m in enumerate(messages):
         f = f"{field}[{i}].role"
         if m.role == "system":

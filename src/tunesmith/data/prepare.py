@@ -27,11 +27,12 @@ from tunesmith.data.formats import (
     unknown_format_error,
 )
 from tunesmith.data.mixing import MixSource, count_for, sample_source
-from tunesmith.data.readers import Progress, iter_rows
+from tunesmith.data.readers import iter_rows
 from tunesmith.data.records import Conversation, PreferencePair, Record
 from tunesmith.data.tokenize import TokenizedExample, tokenize_many
 from tunesmith.data.validate import Issue, ValidationReport, validate
 from tunesmith.errors import ConfigError, DataError
+from tunesmith.events import Reporter
 
 
 @dataclass
@@ -64,7 +65,7 @@ def read_records(path: Path, format: str | None = None) -> Iterator[Conversation
                 f"{file_fmt} (from line {first_line}); a file must use one format",
                 row.source,
             )
-        yield convert_row(row.obj, file_fmt, row.source)  # type: ignore[misc]
+        yield convert_row(row.obj, file_fmt, row.source)
 
 
 def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -123,7 +124,7 @@ def prepare_sft(
     mix: list[MixSource] | None = None,
     format: str | None = None,
     skip_invalid: bool = False,
-    progress: Progress | None = None,
+    on_event: Reporter | None = None,
 ) -> PreparedData:
     """Validate, tokenize, split and mix the data of an SFT run (see the module docstring)."""
     if validation is not None and validation_fraction is not None:
@@ -136,7 +137,7 @@ def prepare_sft(
         max_seq_len=max_seq_len,
         truncate=truncate,
         train_on=train_on,
-        progress=progress,
+        on_event=on_event,
         keep=True,
     )
     _raise_for(report, skip_invalid)

@@ -105,7 +105,7 @@ def observe(s: Stats, rec: Record, res: TokenizedExample | None) -> None:
             s.labels[stripped.casefold().rstrip(".!")] += 1
     if len(stripped) < SHORT_ANSWER_CHARS:
         s.n_short += 1
-        if len(s.short_lines) < 20:
+        if len(s.short_lines) < 20 and rec.source is not None:
             s.short_lines.append(rec.source)
     if not s.systems_overflow:
         key = -1 if system is None else h64(system)

@@ -33,7 +33,8 @@ from typing import IO, Any
 from tunesmith.data.formats import KEYS, META_KEYS, RowError, detect_format, did_you_mean
 from tunesmith.data.records import Source
 
-Progress = Callable[[int, int], None]  # (bytes_done, bytes_total)
+# (bytes_done, bytes_total): the readers' hook; `validate` turns it into `progress` events.
+Progress = Callable[[int, int], None]
 
 _PYTHON_LITERAL = re.compile(r"[:\[,]\s*(True|False|None)\s*[,}\]]")
 JSON_WHOLE_FILE_WARN_BYTES = 256 << 20  # a .json array this big is read whole: say so

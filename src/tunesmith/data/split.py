@@ -20,7 +20,7 @@ from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunesmith.data.convert import atomic_writer, check_output, raise_if_errors
+from tunesmith.data.convert import check_output, output_file, raise_if_errors
 from tunesmith.data.formats import normalize_format, record_to_json
 from tunesmith.data.readers import _open_binary, file_kind, iter_rows
 from tunesmith.data.validate import FileReport, ValidationReport, _records, near_key
@@ -114,7 +114,7 @@ def split_file(
         raise DataError(f"only {len(keys)} row(s); nothing to split", where=str(src))
     val_idx = choose_validation(keys, fraction, seed)
     n_val = n_train = 0
-    with atomic_writer(train_out) as ft, atomic_writer(validation_out) as fv:
+    with output_file(train_out) as ft, output_file(validation_out) as fv:
         if file_kind(src) == "jsonl":
             # JSONL lines are unique row ids: copy each line byte for byte.
             val_lines = {lines[i] for i in val_idx}

@@ -445,10 +445,11 @@ def tokenize_many(
     encoded = ct.encode_many(texts)
     out: list[TokenizedExample | RowError] = []
     pos = 0
-    for conv, plan in zip(conversations, plans, strict=True):
-        if isinstance(plan, RowError):
-            out.append(plan)
+    for conv, planned in zip(conversations, plans, strict=True):
+        if isinstance(planned, RowError):
+            out.append(planned)
             continue
+        plan = planned
         n_seg, n_chk = len(plan.segments), len(plan.checks)
         seg_ids = encoded[pos : pos + n_seg]
         check_ids = encoded[pos + n_seg : pos + n_seg + n_chk]

@@ -89,6 +89,8 @@ from tunesmith.data.tokenize import (
     tokenize_preference,
 )
 from tunesmith.errors import ConfigError, DataError
+from tunesmith.events import Reporter
+from tunesmith.events import progress as progress_event
 
 __all__ = [
     "FileReport",
@@ -191,7 +193,7 @@ def _records(
                         row.source,
                     )
                 row_fmt = frep.format
-            record = convert_row(row.obj, row_fmt, row.source)  # type: ignore[arg-type]
+            record = convert_row(row.obj, row_fmt, row.source)
         except RowError as exc:
             _error(report, exc)
             frep.rows_rejected += 1
@@ -210,8 +212,20 @@ def _chunks(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
         yield chunk
 
 
+def _reader_progress(on_event: Reporter | None, path: Path, role: str) -> Progress | None:
+    """The readers' byte count as `progress` events of phase `validate:<role>`."""
+    if on_event is None:
+        return None
+    phase, text = f"validate:{role}", f"checking {path.name}"
+
+    def step(done: int, total: int) -> None:
+        on_event(progress_event(phase, done, total, text, unit="bytes"))
+
+    return step
+
+
 def _check_file(
-    st: _Pass, path: Path, role: str, fmt: str | None, progress: Progress | None
+    st: _Pass, path: Path, role: str, fmt: str | None, on_event: Reporter | None
 ) -> FileReport:
     report = st.report
     check_file(path)
@@ -234,6 +248,7 @@ def _check_file(
                 hint="convert it to JSONL (`tunesmith data convert`), which is streamed",
             )
         )
+    progress = _reader_progress(on_event, path, role)
     rows = iter_rows(path, progress)
     for chunk in _chunks(_records(rows, fmt, frep, report), CHUNK):
         fresh: list[Record] = []
@@ -251,6 +266,7 @@ def _check_file(
                 frep.rows_rejected += 1
                 continue
             frep.rows_ok += 1
+            at, line = (rec.source.path, rec.source.line) if rec.source else (None, None)
             if res is not None and res.truncated:
                 frep.truncated += 1
                 report.add(
@@ -258,8 +274,8 @@ def _check_file(
                         "warning",
                         "truncated",
                         f"example cut to max_seq_len {st.max_seq_len} tokens (--truncate)",
-                        rec.source.path,
-                        rec.source.line,
+                        at,
+                        line,
                         "messages",
                     )
                 )
@@ -271,8 +287,8 @@ def _check_file(
                         "an earlier answer starts with "
                         "whitespace that merges with the template's newline; its "
                         "prompt tokens differ from inference by one token",
-                        rec.source.path,
-                        rec.source.line,
+                        at,
+                        line,
                         "messages",
                         "strip leading whitespace from assistant answers",
                     )
@@ -281,8 +297,9 @@ def _check_file(
                 observe(st.stats, rec, res)
             if st.keep:
                 st.kept[role].append((rec, res))
-    if progress is not None:
-        progress(1, 1)
+    if progress is not None:  # the phase is over, whatever the reader last said
+        size = path.stat().st_size
+        progress(size, size)
     return frep
 
 
@@ -420,7 +437,7 @@ def validate(
     truncate: bool = False,
     train_on: str = "assistant",
     model: str | None = None,
-    progress: Progress | None = None,
+    on_event: Reporter | None = None,
     keep: bool = False,
     min_examples: int = MIN_EXAMPLES,
 ) -> tuple[ValidationReport, _Pass]:
@@ -428,7 +445,9 @@ def validate(
 
     With a tokenizer, every conversation is rendered and tokenized exactly as training will
     (token counts, over-long rows); without one only structure is checked. `keep=True` also
-    keeps the accepted records and their tokenization (for `prepare_sft`).
+    keeps the accepted records and their tokenization (for `prepare_sft`). Reading reports
+    `progress` events (bytes read of each file) to `on_event`, in the phases `validate:train`
+    and `validate:validation`.
     """
     fmt = check_options(
         format=format,
@@ -449,7 +468,7 @@ def validate(
     st = _Pass(
         report, tokenizer, max_seq_len if tokenizer is not None else None, truncate, train_on, keep
     )
-    frep = _check_file(st, Path(path), "train", fmt, progress)
+    frep = _check_file(st, Path(path), "train", fmt, on_event)
     unread = report.error_codes.get("unreadable", 0)
     if frep.rows_ok < min_examples and not unread:
         report.add(
@@ -463,7 +482,7 @@ def validate(
         )
     if validation is not None:
         vfmt = fmt
-        vrep = _check_file(st, Path(validation), "validation", vfmt, progress)
+        vrep = _check_file(st, Path(validation), "validation", vfmt, on_event)
         if frep.format and vrep.format and _kind(frep.format) != _kind(vrep.format):
             report.add(
                 Issue(

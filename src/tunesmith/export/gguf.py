@@ -19,13 +19,14 @@ is the merged model plus one encoded tensor, not a second copy of the whole mode
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tunesmith.events import Reporter
+from tunesmith.events import progress as progress_event
 from tunesmith.export.common import ExportError
 from tunesmith.export.gguf_vocab import GGUFVocab
 
@@ -234,9 +235,10 @@ def write_gguf(
     quant: str = "q8_0",
     name: str = "model",
     base_name: str | None = None,
-    progress: Callable[[str, float], None] | None = None,
+    on_event: Reporter | None = None,
 ) -> dict[str, str]:
-    """Write `path`; returns {tensor name: GGML type name} for the report."""
+    """Write `path`; returns {tensor name: GGML type name} for the report. Reports about ten
+    `progress` events (phase `export:gguf`, tensors written of all) to `on_event`."""
     import gguf
 
     shape = llama_shape(config)
@@ -302,9 +304,10 @@ def write_gguf(
         for i, plan in enumerate(plans):
             writer.write_tensor_data(encode_tensor(plan, state[plan.hf_name]))
             done = (i + 1) / len(plans)
-            if progress and int(done * 10) > reported:  # about ten updates, whatever the size
+            if on_event and int(done * 10) > reported:  # about ten updates, whatever the size
                 reported = int(done * 10)
-                progress(f"wrote {i + 1}/{len(plans)} tensors", 0.2 + 0.55 * done)
+                text = f"wrote {i + 1}/{len(plans)} tensors"
+                on_event(progress_event("export:gguf", i + 1, len(plans), text))
     finally:
         writer.close()
     return {plan.gguf_name: plan.ggml_type for plan in plans}

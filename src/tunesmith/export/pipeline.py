@@ -2,8 +2,10 @@
 
 Order matters for a user: everything that can be checked cheaply (format, quantisation, input
 layout, output directory) is checked before the minutes-long merge; the export is written into
-a temp directory, verified there by reloading it, and only then renamed into place. A failed
-export leaves nothing behind that looks finished.
+a temp directory (`tunesmith.io.atomic_dir`), verified there by reloading it, and only then
+renamed into place. A failed export leaves nothing behind that looks finished, and an existing
+output directory as it was. Progress goes to `on_event` as `progress` events of phase `export`
+(percent done, with what is being done as the text).
 """
 
 from __future__ import annotations
@@ -12,20 +14,22 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunesmith.export.common import ExportError, atomic_dir, check_out_dir
+from tunesmith.events import Event, Reporter
+from tunesmith.events import progress as progress_event
+from tunesmith.export.common import ExportError, check_out_dir
 from tunesmith.export.gguf import QUANT_TYPES
 from tunesmith.export.hf import HF_DTYPES
 from tunesmith.export.source import ExportSource, resolve_source
 from tunesmith.export.verify import RoundTrip
+from tunesmith.io import atomic_dir
 
 FORMATS = ("hf", "gguf")
 DEFAULT_QUANT = {"hf": "f32", "gguf": "q8_0"}
-Progress = Callable[[str, float], None]
+PHASE = "export"
 
 
 @dataclass
@@ -168,7 +172,7 @@ def export_model(
     name: str | None = None,
     force: bool = False,
     verify: bool = True,
-    progress: Progress | None = None,
+    on_event: Reporter | None = None,
 ) -> ExportResult:
     """Export a run dir / adapter dir / model dir as HF safetensors or GGUF (+ Modelfile)."""
     from tunesmith import __version__
@@ -180,8 +184,14 @@ def export_model(
     from tunesmith.export.merge import load_merged
 
     def step(msg: str, frac: float) -> None:
-        if progress:
-            progress(msg, frac)
+        if on_event is not None:
+            on_event(progress_event(PHASE, round(100 * frac), 100, msg, unit="%"))
+
+    def gguf_step(event: Event) -> None:  # tensors written -> 20..75 % of the export
+        if event.kind == "progress" and event.total:
+            step(event.message, 0.2 + 0.55 * float(event.done or 0) / float(event.total))
+        elif on_event is not None:
+            on_event(event)
 
     started = time.monotonic()
     quant = check_format(fmt, quantize)
@@ -221,13 +231,14 @@ def export_model(
 
     display = _slug(name or source.display_name)
     result.name = display
-    with atomic_dir(out_dir, force=force) as tmp:
+    check_out_dir(out_dir, force=force)  # again: the merge took minutes
+    with atomic_dir(out_dir, replace=True) as tmp:
         if fmt == "hf":
             step("writing safetensors", 0.3)
             _write_hf(tmp, merged, quant)
         else:
             step("writing GGUF", 0.2)
-            _write_gguf(tmp, merged, result, display, fmt_pieces, stop, progress)
+            _write_gguf(tmp, merged, result, display, fmt_pieces, stop, gguf_step)
         if verify:
             step("verifying the export (reloading it)", 0.8)
             result.roundtrip = _verify(tmp, result, tokenizer, reference_ids, reference)
@@ -258,7 +269,7 @@ def _write_gguf(
     display: str,
     fmt_pieces: Any,
     stop: str | None,
-    progress: Progress | None,
+    on_event: Reporter | None,
 ) -> None:
     """The GGUF file and the Modelfile beside it."""
     from tunesmith import __version__
@@ -273,7 +284,7 @@ def _write_gguf(
     types = write_gguf(
         gguf_path, config=model.config, state=model.state_dict(), vocab=vocab,
         quant=result.quantize, name=display, base_name=result.source.base_name,
-        progress=progress,
+        on_event=on_event,
     )  # fmt: skip
     counts: dict[str, int] = {}
     for ggml_type in types.values():

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from tunesmith.errors import ModelError
 from tunesmith.export.common import ExportError
+from tunesmith.runs import RunDir
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
@@ -97,11 +98,12 @@ def resolve_source(path: str | Path, *, base: str | Path | None = None) -> Expor
     run_dir: Path | None = None
     manifest: dict[str, Any] = {}
     weights = root
-    if (root / "manifest.json").is_file() or (root / "final").is_dir():
+    run = RunDir(root)
+    if RunDir.is_run(root) or run.has_final():
         run_dir = root
-        if (root / "manifest.json").is_file():
-            manifest = _read_json(root / "manifest.json")
-        weights = root / "final"
+        if run.manifest_path.is_file():
+            manifest = _read_json(run.manifest_path)
+        weights = run.final
         if not weights.is_dir():
             status = manifest.get("status")
             raise ExportError(

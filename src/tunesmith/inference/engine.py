@@ -12,6 +12,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tunesmith import events
+from tunesmith.events import Reporter
 from tunesmith.models.load import stop_token_ids
 
 ChatMessages = Sequence[dict[str, str]]
@@ -53,12 +55,14 @@ def generate(
     tokenizer: Any,
     conversations: Sequence[ChatMessages],
     settings: GenerationSettings | None = None,
-    progress: Any = None,
+    *,
+    on_event: Reporter | None = None,
+    phase: str = "generate",
+    text: str = "",
 ) -> list[str]:
     """Answer each conversation; returns the decoded assistant replies, in order.
 
-    `progress`, if given, is called with the number of conversations finished after each batch.
-    """
+    Reports `progress` events of `phase` (conversations answered of all) after each batch."""
     import torch
 
     settings = settings or GenerationSettings()
@@ -72,6 +76,8 @@ def generate(
     # Sort by length so batches waste little padding; restore order at the end.
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     replies: dict[int, str] = {}
+    report = events.reporter(on_event)
+    report(events.progress(phase, 0, len(encoded), text))
     for start in range(0, len(order), max(1, settings.batch_size)):
         idx = order[start : start + settings.batch_size]
         width = max(len(encoded[i]) for i in idx)
@@ -89,8 +95,7 @@ def generate(
             new = out[row, width:].tolist()
             cut = next((k for k, t in enumerate(new) if t in stops), len(new))
             replies[i] = tokenizer.decode(new[:cut], skip_special_tokens=True).strip()
-        if progress is not None:
-            progress(len(idx))
+        report(events.progress(phase, len(replies), len(encoded), text))
     return [replies[i] for i in range(len(encoded))]
 
 

@@ -8,12 +8,12 @@ No remote code and no pickles: `trust_remote_code=False`, safetensors only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import ModelError
+from tunesmith.events import Reporter
 from tunesmith.models.registry import ModelRef, prepare, resolve
 
 DTYPES = {
@@ -102,9 +102,10 @@ class LoadedModel:
         return stop_token_ids(self.tokenizer, getattr(self.model, "generation_config", None))
 
 
-def resolve_path(name: str | Path, progress: Callable[[str, float], None] | None = None) -> Path:
-    """Resolve a model name to a loadable HF directory (converting/caching once)."""
-    return prepare(resolve(name), progress=progress)
+def resolve_path(name: str | Path, on_event: Reporter | None = None) -> Path:
+    """Resolve a model name to a loadable HF directory (converting/caching once; a conversion
+    reports `progress` events, phase `pull`, to `on_event`)."""
+    return prepare(resolve(name), on_event=on_event)
 
 
 def load_model(
@@ -112,16 +113,17 @@ def load_model(
     *,
     device: str | None = None,
     dtype: str | None = None,
-    progress: Callable[[str, float], None] | None = None,
+    on_event: Reporter | None = None,
     **kwargs: Any,
 ) -> LoadedModel:
-    """Load model + tokenizer for anything the registry resolves."""
+    """Load model + tokenizer for anything the registry resolves (a first use of a packaged
+    GGUF converts it once, reporting `progress` events, phase `pull`, to `on_event`)."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress display, not one bar per weight file
     ref = resolve(name)
-    path = prepare(ref, progress=progress)
+    path = prepare(ref, on_event=on_event)
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
     # An adapter dir carries the tokenizer and chat template it was trained with.

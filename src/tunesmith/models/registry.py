@@ -10,16 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import socket
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
 from tunesmith.errors import ModelError
+from tunesmith.events import Reporter
+from tunesmith.events import progress as progress_event
+from tunesmith.io import atomic_dir
+from tunesmith.runs import RunDir, run_of
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 COMPLETE_MARKER = ".tunesmith-complete"
@@ -116,8 +117,8 @@ def resolve(name: str | os.PathLike[str]) -> ModelRef:
         return ModelRef(text, "alias", _cache_dir_for_gguf(gguf, text), source=gguf)
     path = Path(text).expanduser()
     if path.is_dir():
-        if (path / "final").is_dir() and (path / "manifest.json").is_file():
-            return resolve(path / "final")  # a tunesmith run directory
+        if RunDir.is_run(path) and RunDir(path).has_final():
+            return resolve(RunDir(path).final)  # a tunesmith run directory
         if is_hf_dir(path):
             return ModelRef(text, "hf_dir", path.resolve())
         if (path / "adapter_config.json").is_file():
@@ -152,14 +153,10 @@ def resolve(name: str | os.PathLike[str]) -> ModelRef:
 def adapter_base_name(adapter_dir: Path) -> str:
     """The base model of a peft adapter: the run's manifest (the name the user gave, which
     resolves on any machine) if the adapter sits in a run dir, else adapter_config.json."""
-    for manifest in (adapter_dir / "manifest.json", adapter_dir.parent / "manifest.json"):
-        if manifest.is_file():
-            try:
-                name = json.loads(manifest.read_text()).get("base_model")
-            except (OSError, ValueError):
-                name = None
-            if name:
-                return str(name)
+    run = run_of(adapter_dir)
+    name = run.manifest().get("base_model") if run is not None else None
+    if name:
+        return str(name)
     try:
         config = json.loads((adapter_dir / "adapter_config.json").read_text())
     except (OSError, ValueError) as exc:
@@ -183,12 +180,13 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def prepare(ref: ModelRef, progress: Callable[[str, float], None] | None = None) -> Path:
+def prepare(ref: ModelRef, on_event: Reporter | None = None) -> Path:
     """Return a loadable HF directory for `ref`, converting or downloading it once if needed.
-    For an adapter ref this is the base model's directory."""
+    For an adapter ref this is the base model's directory. A conversion reports `progress`
+    events (phase `pull`, percent done) to `on_event`."""
     if ref.kind == "adapter":
         assert ref.base is not None
-        return prepare(ref.base, progress=progress)
+        return prepare(ref.base, on_event=on_event)
     if ref.kind == "hf_dir":
         assert ref.path is not None
         return ref.path
@@ -212,30 +210,31 @@ def prepare(ref: ModelRef, progress: Callable[[str, float], None] | None = None)
     assert ref.path is not None and ref.source is not None
     if is_complete(ref.path):
         return ref.path
-    convert_gguf(ref.source, ref.path, progress=progress)
+    convert_gguf(ref.source, ref.path, on_event=on_event)
     return ref.path
 
 
-def convert_gguf(
-    gguf: Path, out_dir: Path, progress: Callable[[str, float], None] | None = None
-) -> None:
+def convert_gguf(gguf: Path, out_dir: Path, on_event: Reporter | None = None) -> None:
     """De-quantise a GGUF file into a float32 HF directory, atomically.
 
     transformers can load GGUF but the loaded model refuses `save_pretrained`; so we build a
     fresh model from the config (without its quantization_config), load the de-quantised state
-    dict into it and save that. Everything is written to a temp dir beside the target and
-    renamed at the end, so an interrupted conversion never leaves a cache that loads as broken.
+    dict into it and save that. Everything is written into `tunesmith.io.atomic_dir` (a temp dir
+    beside the target, renamed at the end, replacing a stale incomplete cache), so an
+    interrupted conversion never leaves a cache that loads as broken. Reports `progress` events
+    (phase `pull`, percent done) to `on_event`.
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # progress is ours to report (events), not tqdm's
 
     def step(msg: str, frac: float) -> None:
-        if progress:
-            progress(msg, frac)
+        if on_event is not None:
+            on_event(progress_event("pull", round(100 * frac), 100, msg, unit="%"))
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir, replace=True) as tmp:
         step("reading tokenizer", 0.05)
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         step("de-quantising weights", 0.15)
@@ -274,13 +273,7 @@ def convert_gguf(
             json.dumps({"source_gguf": gguf.name, "source_sha256": _file_digest(gguf)}, indent=2)
         )
         (tmp / COMPLETE_MARKER).write_text("ok\n")
-        if out_dir.exists():  # a stale, incomplete cache from an older interrupted run
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-        step("done", 1.0)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    step("done", 1.0)
 
 
 @dataclass(frozen=True)

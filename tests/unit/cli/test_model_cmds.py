@@ -56,3 +56,21 @@ def test_chat_reset_and_exit(tiny_model_dir: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("model>") == 2
     assert "conversation cleared" in proc.stderr
+
+
+def test_pull_shows_the_conversion_named_and_then_where_it_is(monkeypatch, capsys, tmp_path):
+    from tunesmith import api, events
+
+    def fake_pull(name, *, on_event=None):
+        on_event(events.progress("pull", 5, 100, "reading tokenizer"))
+        on_event(events.progress("pull", 100, 100, "done"))
+        return tmp_path
+
+    monkeypatch.setattr(api, "pull_model", fake_pull)
+    with pytest.raises(SystemExit) as code:
+        main(["models", "pull", "my-model"])
+    assert code.value.code in (0, None)
+    captured = capsys.readouterr()
+    assert captured.out.startswith("ready:") and tmp_path.name in captured.out.replace("\n", "")
+    assert "my-model: reading tokenizer: 5/100" in captured.err  # not a terminal: plain lines
+    assert "my-model: done: 100/100" in captured.err

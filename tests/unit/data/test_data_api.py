@@ -26,3 +26,21 @@ def test_api_preview_convert_split(write_jsonl, tiny_model_dir, tmp_path):
     assert out.rows_written == 10
     split = api.split_data(out.path, val=0.2, seed=1)
     assert (split.train_rows, split.validation_rows) == (8, 2)
+
+
+def test_api_validate_reports_progress_events_per_file(write_jsonl, tmp_path):
+    train = write_jsonl(chat_rows(3000), "train.jsonl")  # > 2048 lines: the reader reports
+    val = write_jsonl(chat_rows(12)[::-1], "val.jsonl")
+    seen = []
+    report = api.validate_data(train, model=None, validation=val, on_event=seen.append)
+    assert {e.kind for e in seen} == {"progress"}
+    phases = [e.phase for e in seen]
+    assert phases[0] == "validate:train" and phases[-1] == "validate:validation"
+    for path, phase in ((train, "validate:train"), (val, "validate:validation")):
+        mine = [e for e in seen if e.phase == phase]
+        size = path.stat().st_size
+        assert mine[-1].done == mine[-1].total == size
+        assert [e.done for e in mine] == sorted(e.done for e in mine)
+        assert mine[-1].message == f"checking {path.name}"
+    assert len([e for e in seen if e.phase == "validate:train"]) >= 2
+    assert report.files[0].rows_read == 3000

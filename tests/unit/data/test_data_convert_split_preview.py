@@ -8,6 +8,7 @@ import pytest
 from data_rows import chat_row, chat_rows
 
 from tunesmith.data.convert import convert_file
+from tunesmith.data.formats import record_to_json
 from tunesmith.data.prepare import read_records
 from tunesmith.data.preview import preview_file
 from tunesmith.data.split import split_file
@@ -60,6 +61,79 @@ def test_convert_with_bad_rows_writes_nothing_and_names_them(write_jsonl, tmp_pa
     assert info.value.where.endswith(":3") and "line 6" in str(info.value)
     assert "2 bad row(s)" in str(info.value)
     assert not out.exists() and list(tmp_path.glob(".o.jsonl.*")) == []
+
+
+def test_convert_failing_mid_write_keeps_the_old_output(write_jsonl, tmp_path, monkeypatch):
+    from tunesmith.data import convert
+
+    out = tmp_path / "o.jsonl"
+    out.write_text("old\n")
+    written = []
+
+    def fail_on_third(rec):
+        if len(written) == 2:
+            raise OSError("disk full")
+        written.append(rec)
+        return record_to_json(rec)
+
+    monkeypatch.setattr(convert, "record_to_json", fail_on_third)
+    with pytest.raises(OSError, match="disk full"):
+        convert_file(write_jsonl(chat_rows(8)), out)
+    assert out.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl", "o.jsonl"]
+    monkeypatch.undo()
+    rows = chat_rows(8)
+    rows[3] = "{broken"
+    with pytest.raises(DataError):
+        convert_file(write_jsonl(rows), out)
+    assert out.read_text() == "old\n"
+
+
+def test_convert_into_an_unwritable_folder_is_a_data_error(write_jsonl, tmp_path, monkeypatch):
+    import tempfile
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    out = tmp_path / "o.jsonl"
+    with pytest.raises(DataError, match="cannot write here: Permission denied") as info:
+        convert_file(write_jsonl(chat_rows(3)), out)
+    assert info.value.where == str(out)
+
+
+def test_split_failing_mid_write_keeps_both_old_outputs(write_jsonl, tmp_path, monkeypatch):
+    from tunesmith.data import split
+
+    src = write_jsonl(chat_rows(20))
+    train_out, val_out = tmp_path / "t.jsonl", tmp_path / "v.jsonl"
+    train_out.write_text("old train\n")
+    val_out.write_text("old val\n")
+    real = split._open_binary
+
+    class Cut:
+        """The source, cut by an I/O error half-way through the copy."""
+
+        def __init__(self, path):
+            self.f = real(path)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def __iter__(self):
+            for i, line in enumerate(self.f):
+                if i == 10:
+                    raise OSError("read error")
+                yield line
+
+    monkeypatch.setattr(split, "_open_binary", Cut)
+    with pytest.raises(OSError, match="read error"):
+        split_file(src, fraction=0.2, train_out=train_out, validation_out=val_out)
+    assert train_out.read_text() == "old train\n" and val_out.read_text() == "old val\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl", "t.jsonl", "v.jsonl"]
 
 
 def test_split_is_deterministic_disjoint_and_lossless(write_jsonl, tmp_path):

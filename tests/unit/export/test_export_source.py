@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.export.common import ExportError, atomic_dir
+from tunesmith.export.common import ExportError, check_out_dir
 from tunesmith.export.source import resolve_source
+from tunesmith.io import atomic_dir
 
 
 def test_run_dir_uses_the_manifest_base(lora_run: Path, tiny_model_dir: Path) -> None:
@@ -78,17 +79,28 @@ def test_user_mistakes_are_one_line_errors(tmp_path: Path, lora_run: Path) -> No
         resolve_source(orphan)
 
 
-def test_atomic_dir_leaves_nothing_on_failure(tmp_path: Path) -> None:
+def test_output_dir_is_replaced_only_when_allowed_and_only_when_complete(tmp_path: Path) -> None:
+    """What the pipeline does: check_out_dir, then io.atomic_dir(replace=True)."""
     out = tmp_path / "out"
-    with pytest.raises(RuntimeError), atomic_dir(out) as tmp:
+    with pytest.raises(RuntimeError), atomic_dir(out, replace=True) as tmp:
         (tmp / "half-written").write_text("x")
         raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
-    with atomic_dir(out) as tmp:
+    out.mkdir()
+    check_out_dir(out, force=False)  # an empty directory may be filled
+    with atomic_dir(out, replace=True) as tmp:
         (tmp / "a").write_text("1")
     with pytest.raises(ExportError, match="not empty"):
-        atomic_dir(out).__enter__()
-    with atomic_dir(out, force=True) as tmp:
+        check_out_dir(out, force=False)
+    check_out_dir(out, force=True)
+    with pytest.raises(RuntimeError), atomic_dir(out, replace=True) as tmp:
+        (tmp / "b").write_text("half")
+        raise RuntimeError("disk full")
+    assert [p.name for p in out.iterdir()] == ["a"]  # the old export, untouched
+    with atomic_dir(out, replace=True) as tmp:
         (tmp / "b").write_text("2")
     assert sorted(p.name for p in out.iterdir()) == ["b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ExportError, match="not a directory"):
+        check_out_dir(tmp_path / "file", force=True)

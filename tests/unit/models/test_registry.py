@@ -86,6 +86,31 @@ def test_interrupted_conversion_leaves_no_cache(
     assert not registry.is_complete(out)
 
 
+def test_failed_conversion_keeps_the_old_cache_dir_and_reported_its_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stale (incomplete) cache is replaced only by a complete conversion."""
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF-not-really")
+    out = tmp_path / "home" / "models" / "m"
+    out.mkdir(parents=True)
+    (out / "config.json").write_text("{}")
+
+    import transformers
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", boom)
+    seen = []
+    with pytest.raises(OSError, match="disk full"):
+        registry.convert_gguf(gguf, out, on_event=seen.append)
+    assert [p.name for p in out.iterdir()] == ["config.json"]
+    assert [p.name for p in out.parent.iterdir()] == ["m"]  # no temp dir left
+    assert [(e.kind, e.phase, e.total) for e in seen] == [("progress", "pull", 100)]
+    assert seen[0].message == "reading tokenizer"
+
+
 def test_list_models_reports_cached_dirs(tiny_model_dir: Path, monkeypatch, tmp_path) -> None:
     import shutil
 
