@@ -32,6 +32,7 @@ browser:
 lint: setup
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/mypy
 
 test: setup browser lint
 	OMP_NUM_THREADS=2 $(BIN)/pytest -q $(PYTEST_ARGS)

@@ -6,38 +6,51 @@ Each area of the product has its own section below; the implementation lives in 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # ---------------------------------------------------------------------------------------------
 # Models and inference
 # ---------------------------------------------------------------------------------------------
 
+if TYPE_CHECKING:
+    from tunesmith.events import Reporter
+    from tunesmith.models.load import LoadedModel
+    from tunesmith.models.registry import ModelInfo
 
-def list_models() -> list[Any]:
+
+def list_models() -> list[ModelInfo]:
     """Aliases and cached models (`tunesmith models list`)."""
     from tunesmith.models.registry import list_models as _list
 
     return _list()
 
 
-def pull_model(name: str, progress: Callable[[str, float], None] | None = None) -> Path:
-    """Prepare the local cache for `name` (de-quantise a packaged GGUF once) and return its dir."""
+def pull_model(name: str, *, on_event: Reporter | None = None) -> Path:
+    """Prepare the local cache for `name` (de-quantise a packaged GGUF once) and return its dir.
+    The conversion reports `progress` events (phase `pull`, percent done) to `on_event`."""
     from tunesmith.models.load import resolve_path
 
-    return resolve_path(name, progress=progress)
+    return resolve_path(name, on_event=on_event)
 
 
-def load_model(name: str | Path, *, device: str | None = None, dtype: str | None = None) -> Any:
-    """Load model and tokenizer for anything the registry resolves (`LoadedModel`)."""
+def load_model(
+    name: str | Path,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    on_event: Reporter | None = None,
+) -> LoadedModel:
+    """Load model and tokenizer for anything the registry resolves (a first use of a packaged
+    GGUF converts it once, reporting `progress` events of phase `pull` to `on_event`)."""
     from tunesmith.models.load import load_model as _load
 
-    return _load(name, device=device, dtype=dtype)
+    return _load(name, device=device, dtype=dtype, on_event=on_event)
 
 
 def generate(
-    model: str | Path | Any,
+    model: str | Path | LoadedModel | MergedModel,
     prompts: str | Sequence[str] | Sequence[Sequence[dict[str, str]]],
     *,
     max_new_tokens: int = 256,
@@ -49,12 +62,13 @@ def generate(
 ) -> list[str]:
     """Answer prompts (strings or message lists) through the model's chat template.
 
-    `model` is a name the registry resolves or an already loaded `LoadedModel`.
+    `model` is a name the registry resolves, an already loaded `LoadedModel`, or a
+    `MergedModel` (`merge_adapter`).
     """
     from tunesmith.inference import GenerationSettings
     from tunesmith.inference import generate as _generate
 
-    lm = model if hasattr(model, "tokenizer") else load_model(model, device=device, dtype=dtype)
+    lm = load_model(model, device=device, dtype=dtype) if isinstance(model, (str, Path)) else model
     items = [prompts] if isinstance(prompts, str) else list(prompts)
     conversations = [_as_messages(p, system) for p in items]
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
@@ -62,7 +76,7 @@ def generate(
 
 
 def stream_chat(
-    loaded: Any,
+    loaded: LoadedModel,
     messages: Sequence[dict[str, str]],
     *,
     max_new_tokens: int = 512,
@@ -89,8 +103,19 @@ def _as_messages(prompt: Any, system: str | None) -> list[dict[str, str]]:
 
 DEFAULT_DATA_MODEL = "smollm2-135m-instruct"
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
-def load_data_tokenizer(model: str | Path | Any = DEFAULT_DATA_MODEL) -> tuple[Any, Path | None]:
+    from tunesmith.data.convert import ConvertResult
+    from tunesmith.data.prepare import PreparedData
+    from tunesmith.data.preview import PreviewExample
+    from tunesmith.data.split import SplitResult
+    from tunesmith.data.validate import ValidationReport
+
+
+def load_data_tokenizer(
+    model: str | Path | PreTrainedTokenizerBase = DEFAULT_DATA_MODEL,
+) -> tuple[PreTrainedTokenizerBase, Path | None]:
     """The tokenizer (with chat template) of `model` and its directory; accepts a loaded one."""
     if hasattr(model, "apply_chat_template"):
         return model, None
@@ -114,7 +139,7 @@ def load_data_tokenizer(model: str | Path | Any = DEFAULT_DATA_MODEL) -> tuple[A
 def validate_data(
     path: str | Path,
     *,
-    model: str | Path | Any | None = DEFAULT_DATA_MODEL,
+    model: str | Path | PreTrainedTokenizerBase | None = DEFAULT_DATA_MODEL,
     validation: str | Path | None = None,
     max_seq_len: int = 2048,
     truncate: bool = False,
@@ -122,13 +147,14 @@ def validate_data(
     train_on: str = "assistant",
     adapter: str = "lora",
     estimate: bool = True,
-    progress: Callable[[int, int], None] | None = None,
-) -> Any:
+    on_event: Reporter | None = None,
+) -> ValidationReport:
     """Validate a data file (`tunesmith data validate`) and return its `ValidationReport`.
 
     With a model (the default), every example is rendered with its chat template and tokenized
     (token counts, over-long rows), and the automatic hyperparameters and a training-time
-    estimate are filled in; `model=None` checks structure only.
+    estimate are filled in; `model=None` checks structure only. Reading reports `progress`
+    events (bytes read; phases `validate:train`, `validate:validation`) to `on_event`.
     """
     from tunesmith.data.validate import add_estimates, check_options, count_parameters, validate
 
@@ -150,7 +176,7 @@ def validate_data(
         truncate=truncate,
         train_on=train_on,
         model=None if model is None else str(getattr(model, "name_or_path", model)),
-        progress=progress,
+        on_event=on_event,
     )
     if estimate and report.files and report.files[0].rows_ok:
         import json
@@ -181,12 +207,12 @@ def validate_data(
 def preview_data(
     path: str | Path,
     *,
-    model: str | Path | Any = DEFAULT_DATA_MODEL,
+    model: str | Path | PreTrainedTokenizerBase = DEFAULT_DATA_MODEL,
     n: int = 3,
     format: str | None = None,
     train_on: str = "assistant",
     show_tokens: bool = False,
-) -> list[Any]:
+) -> list[PreviewExample]:
     """The first `n` examples rendered through the chat template, trained runs marked."""
     from tunesmith.data.preview import check_preview_options, preview_file
 
@@ -199,7 +225,7 @@ def preview_data(
 
 def convert_data(
     src: str | Path, dst: str | Path, *, to: str = "chat", format: str | None = None
-) -> Any:
+) -> ConvertResult:
     """Convert any supported data file to canonical chat JSONL (`ConvertResult`)."""
     from tunesmith.data.convert import convert_file
 
@@ -214,7 +240,7 @@ def split_data(
     train_out: str | Path | None = None,
     validation_out: str | Path | None = None,
     format: str | None = None,
-) -> Any:
+) -> SplitResult:
     """Split a data file into training and validation files (`SplitResult`)."""
     from tunesmith.data.split import split_file
 
@@ -228,8 +254,11 @@ def split_data(
     )
 
 
-def prepare_sft(train: str | Path, tokenizer: Any, **kwargs: Any) -> Any:
-    """Validated, tokenized (and split / mixed) SFT data (`tunesmith.data.prepare.prepare_sft`)."""
+def prepare_sft(
+    train: str | Path, tokenizer: PreTrainedTokenizerBase, **kwargs: Any
+) -> PreparedData:
+    """Validated, tokenized (and split / mixed) SFT data (`tunesmith.data.prepare.prepare_sft`;
+    `on_event` gets its validation's `progress` events)."""
     from tunesmith.data.prepare import prepare_sft as _prepare
 
     return _prepare(Path(train), tokenizer, **kwargs)
@@ -239,8 +268,13 @@ def prepare_sft(train: str | Path, tokenizer: Any, **kwargs: Any) -> Any:
 # Training (tunesmith.train, tunesmith.config)
 # ---------------------------------------------------------------------------------------------
 
+if TYPE_CHECKING:
+    from tunesmith.config import RunSpec
+    from tunesmith.events import Event
+    from tunesmith.train.run import RunResult
 
-def load_run_spec(spec: Any = None, overrides: list[str] | None = None) -> Any:
+
+def load_run_spec(spec: Any = None, overrides: list[str] | None = None) -> RunSpec:
     """Validate a run spec (YAML path, dict or RunSpec) plus `key=value` overrides (`RunSpec`).
 
     Raises `ConfigError` naming the file, line and closest valid key."""
@@ -250,40 +284,82 @@ def load_run_spec(spec: Any = None, overrides: list[str] | None = None) -> Any:
 
 
 def train(
-    spec: Any,
+    spec: RunSpec | dict[str, Any] | str | Path,
     overrides: list[str] | None = None,
     *,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
-) -> Any:
-    """Train a model (`RunResult`: .run_dir, .final_dir, .metrics, .status).
+    on_event: Reporter | None = None,
+    compare_base: bool | None = None,
+) -> RunResult:
+    """Train a model (`RunResult`: .run_dir, .final_dir, .metrics, .status), then, when the
+    run has held-out data and `eval.compare_base` is on (or `compare_base=True`), compare the
+    tuned model with its base model (RUN_DIR/eval/).
 
     `spec` is a RunSpec, a dict or a YAML path; `overrides` are dotted `key=value` strings.
-    Works the same under `torchrun` (DDP/FSDP)."""
+    Progress, metrics and messages arrive as events through `on_event`. Works the same under
+    `torchrun` (DDP/FSDP)."""
     from tunesmith.train.run import train as _train
 
-    return _train(spec, overrides, progress=progress, log=log)
+    result = _train(spec, overrides, on_event=on_event)
+    _compare_after_training(result, on_event, compare_base)
+    return result
 
 
 def resume(
-    run_dir: str | Path, *, progress: bool = True, log: Callable[[str], None] | None = None
-) -> Any:
-    """Continue a run from its latest complete checkpoint (`RunResult`)."""
+    run_dir: str | Path, *, on_event: Reporter | None = None, compare_base: bool | None = None
+) -> RunResult:
+    """Continue a run from its latest complete checkpoint (`RunResult`), then compare as
+    `train` does."""
     from tunesmith.train.run import resume as _resume
 
-    return _resume(run_dir, progress=progress, log=log)
+    result = _resume(run_dir, on_event=on_event)
+    _compare_after_training(result, on_event, compare_base)
+    return result
+
+
+def _compare_after_training(
+    result: RunResult, on_event: Reporter | None, compare_base: bool | None
+) -> None:
+    """The end-of-run verdict. A failed comparison never loses the trained model: it is
+    reported as a warning and the run stays as it finished."""
+    from tunesmith import events
+
+    report = events.reporter(on_event)
+    wanted = (
+        compare_base
+        if compare_base is not None
+        else bool(result.spec is not None and result.spec.eval.compare_base)
+    )
+    if not (wanted and result.has_validation and result.is_main and result.status != "cancelled"):
+        return
+    report(events.message("comparing the tuned model with the base model on held-out data ..."))
+    try:
+        compare(result.run_dir, on_event=on_event)
+    except Exception as exc:  # the trained model is safe on disk; report, do not lose the run
+        report(events.message(f"base-vs-tuned comparison failed: {exc}", level="warning"))
 
 
 def cancel(run_dir: str | Path) -> None:
     """Ask a running training to stop: it saves a checkpoint and exits cleanly."""
-    from tunesmith.train.run_dir import CANCEL
+    from tunesmith.runs import RunDir
 
-    (Path(run_dir) / CANCEL).touch()
+    RunDir.open(run_dir).request_cancel()
+
+
+def read_events(run_dir: str | Path, *, after: int = 0) -> list[Event]:
+    """The events a run has written so far (RUN_DIR/events.jsonl), from line `after` on."""
+    from tunesmith.events import read_events as _read
+    from tunesmith.runs import RunDir
+
+    return _read(RunDir(run_dir).events, after=after)
 
 
 # ---------------------------------------------------------------------------------------------
 # Evaluation (tunesmith.eval) and the demo
 # ---------------------------------------------------------------------------------------------
+
+
+if TYPE_CHECKING:
+    from tunesmith.eval.results import ComparisonResult
 
 
 def evaluate(
@@ -293,28 +369,30 @@ def evaluate(
     baseline: str | Path | Any | None = None,
     metrics: Sequence[str] | None = None,
     output_dir: str | Path | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
+    on_event: Reporter | None = None,
     **options: Any,
-) -> Any:
+) -> ComparisonResult:
     """Evaluate a model (alias, dir, run dir) on held-out data, against `baseline` when given
     (`tunesmith eval`). A run dir without a baseline is compared with its own base model.
     Returns a `ComparisonResult`; with `output_dir`, writes results.json/report.md/report.html.
     Options: main_metric, schema (dict or JSON file), max_new_tokens, batch_size, seed, loss,
     reference (None/'bundled'/'sharegpt'/path/False), forgetting_threshold, long_prompt, limit.
+    Progress goes to `on_event` as `progress` events, one phase per step.
     """
     from tunesmith.eval.compare import compare_models, compare_run, load_schema
+    from tunesmith.runs import RunDir
 
     if isinstance(options.get("schema"), (str, Path)):
         options["schema"] = load_schema(options["schema"])
-    path = Path(str(model)) if isinstance(model, (str, Path)) else None
-    if baseline is None and path is not None and (path / "manifest.json").is_file():
+    run = RunDir(model) if isinstance(model, (str, Path)) and RunDir.is_run(model) else None
+    if run is not None and baseline is None:
         return compare_run(
-            path, data, metrics=metrics, output_dir=output_dir, progress=progress, **options
+            run.path, data, metrics=metrics, output_dir=output_dir, on_event=on_event, **options
         )
-    if path is not None and (path / "manifest.json").is_file() and (path / "final").is_dir():
-        model = path / "final"
+    if run is not None and run.has_final():
+        model = run.final
     return compare_models(
-        model, baseline, data, metrics=metrics, output_dir=output_dir, progress=progress, **options
+        model, baseline, data, metrics=metrics, output_dir=output_dir, on_event=on_event, **options
     )
 
 
@@ -323,33 +401,30 @@ def compare(
     data: str | Path | None = None,
     *,
     output_dir: str | Path | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
+    on_event: Reporter | None = None,
     **options: Any,
-) -> Any:
+) -> ComparisonResult:
     """Base vs tuned for a finished run (`tunesmith compare`): defaults to the run's base model
-    and validation data; reports go to RUN_DIR/eval/. Returns a `ComparisonResult`."""
+    and validation data; reports go to the run's eval/. Returns a `ComparisonResult`."""
     from tunesmith.eval.compare import compare_run
 
-    return compare_run(run_dir, data, output_dir=output_dir, progress=progress, **options)
+    return compare_run(run_dir, data, output_dir=output_dir, on_event=on_event, **options)
 
 
-def run_demo(
-    output_dir: str | Path | None = None,
-    *,
-    progress: Callable[[str, int, int], None] | None = None,
-    log: Callable[[str], None] | None = None,
-    **options: Any,
-) -> Any:
-    """The `tunesmith demo` job: validate the bundled task, train LoRA on the default model,
-    compare base vs tuned and write the report (`DemoResult`)."""
-    from tunesmith.demo import run_demo as _run_demo
+def write_comparison_report(result: ComparisonResult, out_dir: str | Path) -> dict[str, Path]:
+    """(Re)write results.json, report.md and report.html of a comparison into `out_dir`."""
+    from tunesmith.eval.report import write_reports
 
-    return _run_demo(output_dir, progress=progress, log=log, **options)
+    return write_reports(result, Path(out_dir))
 
 
 # ---------------------------------------------------------------------------------------------
 # Export (tunesmith.export)
 # ---------------------------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from tunesmith.export.merge import MergedModel
+    from tunesmith.export.pipeline import ExportResult
 
 
 def export_model(
@@ -362,23 +437,24 @@ def export_model(
     name: str | None = None,
     force: bool = False,
     verify: bool = True,
-    progress: Callable[[str, float], None] | None = None,
-) -> Any:
+    on_event: Reporter | None = None,
+) -> ExportResult:
     """Export a run dir (or adapter / model dir) as merged HF safetensors or GGUF + Modelfile.
 
     `quantize`: f32|f16|bf16 for hf (default f32); f32|f16|bf16|q8_0|q5_1|q5_0|q4_1|q4_0 for gguf
     (default q8_0). With `verify` the export is reloaded and compared with the merged model
     before it is put in place; returns an `ExportResult` (files, notes, round-trip numbers).
+    Reports `progress` events (phase `export`, percent done) to `on_event`.
     """
     from tunesmith.export import export_model as _export
 
     return _export(
         path, fmt=format, quantize=quantize, out=out, base=base, name=name, force=force,
-        verify=verify, progress=progress,
+        verify=verify, on_event=on_event,
     )  # fmt: skip
 
 
-def merge_adapter(path: str | Path, *, base: str | Path | None = None) -> Any:
+def merge_adapter(path: str | Path, *, base: str | Path | None = None) -> MergedModel:
     """Load a run / adapter dir with its adapter merged at float32 (`MergedModel`: model,
     tokenizer), e.g. to compare it with the exported model."""
     from tunesmith.export.merge import load_merged

@@ -14,19 +14,28 @@ Steps: validate the data (fail before training), train LoRA, compare base vs tun
 held-out file (plus the forgetting check and the prompt-cost view on a subset), write the
 reports and say where they are. The training budget is fixed in steps so the demo's run time
 does not depend on the automatic epoch rule.
+
+The demo is a client of `tunesmith.api`, like the CLI: it does nothing a user could not do
+with the same calls.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+from tunesmith import api, events
+from tunesmith.config import DEFAULT_MODEL
 from tunesmith.errors import DataError
+from tunesmith.events import Reporter
+from tunesmith.runs import RunDir
 
-DEMO_MODEL = "smollm2-135m-instruct"
+if TYPE_CHECKING:
+    from tunesmith.eval.results import ComparisonResult
+
+DEMO_MODEL = DEFAULT_MODEL
 DEMO_MAX_STEPS = 40
 DEMO_MAIN_METRIC = "json_fields"
 DEMO_GRAD_ACCUM = 4  # packed 256-token rows per optimizer step (~11 examples)
@@ -40,7 +49,7 @@ PROMPT_COST_EXAMPLES = 24  # the long-prompt run is the costliest part; a subset
 class DemoResult:
     run_dir: Path
     eval_dir: Path
-    comparison: Any  # ComparisonResult
+    comparison: ComparisonResult
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -112,7 +121,7 @@ def demo_spec(
 def fresh_output_dir(path: Path) -> Path:
     """`path`, or a new sibling when it already holds a run: a second `tunesmith demo` must
     not refuse to start, nor overwrite the first run."""
-    if not (path / "manifest.json").exists() and not (path / "checkpoints").exists():
+    if not RunDir(path).holds_run():
         return path
     stamp = time.strftime("%Y%m%d-%H%M%S")
     candidate, n = path.with_name(f"{path.name}-{stamp}"), 1
@@ -130,18 +139,18 @@ def run_demo(
     max_steps: int = DEMO_MAX_STEPS,
     limit: int | None = None,
     prompt_cost: bool = True,
-    progress: Callable[[str, int, int], None] | None = None,
-    log: Callable[[str], None] | None = None,
-    train_progress: bool = True,
+    on_event: Reporter | None = None,
 ) -> DemoResult:
     """Validate, train, compare, report. Returns where everything is and the comparison.
 
     `model`, `limit` (held-out examples) and `max_steps` exist so tests can run the same
-    pipeline on a tiny model in seconds; the demo itself uses the defaults."""
-    from tunesmith import api
-    from tunesmith.eval.compare import compare_run
+    pipeline on a tiny model in seconds; the demo itself uses the defaults. Every step reports
+    through `on_event` (the step lines are `message` events of phase `demo`)."""
+    report = events.reporter(on_event)
 
-    say = log or (lambda _text: None)
+    def say(text: str) -> None:
+        report(events.message(text, phase="demo"))
+
     seconds: dict[str, float] = {}
     t_all = time.perf_counter()
     data = find_demo_data(data_dir)
@@ -153,31 +162,31 @@ def run_demo(
 
     say(f"1/3 validating {data / 'train.jsonl'} and {heldout}")
     t = time.perf_counter()
-    report = api.validate_data(
+    checked = api.validate_data(
         data / "train.jsonl",
         model=str(model),
         validation=heldout,
         max_seq_len=DEMO_MAX_SEQ_LEN,
         estimate=False,
     )
-    if not report.ok:
-        first = report.errors[0] if getattr(report, "errors", None) else "see the report"
+    if not checked.ok:
+        first = checked.errors[0] if getattr(checked, "errors", None) else "see the report"
         raise DataError(f"the demo data failed validation: {first}")
     seconds["validate"] = time.perf_counter() - t
-    warnings = getattr(report, "warning_count", 0)
-    say(f"    {report.rows_ok} examples ok, no errors, {warnings} warnings")
+    warnings = getattr(checked, "warning_count", 0)
+    say(f"    {checked.rows_ok} examples ok, no errors, {warnings} warnings")
 
     say(f"2/3 training LoRA on {model} for {max_steps} steps -> {out}")
     t = time.perf_counter()
-    run = api.train(demo_spec(data, out, max_steps, str(model)), progress=train_progress, log=log)
+    run = api.train(demo_spec(data, out, max_steps, str(model)), on_event=on_event)
     seconds["train"] = time.perf_counter() - t
 
     say("3/3 comparing base vs tuned on held-out data")
     t = time.perf_counter()
-    comparison = compare_run(
+    comparison = api.compare(
         run.run_dir,
         heldout,
-        progress=progress,
+        on_event=on_event,
         max_new_tokens=DEMO_MAX_NEW_TOKENS,
         main_metric=DEMO_MAIN_METRIC,
         limit=limit,
@@ -188,7 +197,6 @@ def run_demo(
     seconds["total"] = time.perf_counter() - t_all
     comparison.timings["demo_total_seconds"] = seconds["total"]
     # Rewrite the reports so they carry the demo's end-to-end time too.
-    from tunesmith.eval.report import write_reports
-
-    write_reports(comparison, Path(run.run_dir) / "eval")
-    return DemoResult(Path(run.run_dir), Path(run.run_dir) / "eval", comparison, seconds)
+    eval_dir = run.run.eval_dir
+    api.write_comparison_report(comparison, eval_dir)
+    return DemoResult(Path(run.run_dir), eval_dir, comparison, seconds)

@@ -200,7 +200,7 @@ class RunDir:
         return [
             d
             for d in self.checkpoints.iterdir()
-            if d.is_dir() and not (d / CHECKPOINT_COMPLETE).is_file()
+            if d.is_dir() and (d.name.startswith(".") or not (d / CHECKPOINT_COMPLETE).is_file())
         ]
 
     # -- metrics ------------------------------------------------------------------------------

@@ -41,15 +41,11 @@ def test_bundled_demo_data_is_reproducible_and_sound(tmp_path) -> None:
 def test_demo_pipeline_on_the_tiny_model(tiny_model_dir, tmp_path) -> None:
     from tunesmith.demo import run_demo
 
-    lines: list[str] = []
+    seen: list = []
     result = run_demo(
-        tmp_path / "demo",
-        model=tiny_model_dir,
-        max_steps=2,
-        limit=6,
-        log=lines.append,
-        train_progress=False,
+        tmp_path / "demo", model=tiny_model_dir, max_steps=2, limit=6, on_event=seen.append
     )
+    lines = [e.message for e in seen if e.kind == "message"]
     assert (result.run_dir / "final").is_dir()
     data = json.loads((result.eval_dir / "results.json").read_text())
     assert data["main_metric"] == "json_fields" and data["n"] == 6

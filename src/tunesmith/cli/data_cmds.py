@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tunesmith.cli.app import app, console, err_console
+from tunesmith.cli.progress import EventView
 from tunesmith.errors import ConfigError, ModelError, TunesmithError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -106,8 +107,9 @@ def _failure_json(exc: TunesmithError, settings: dict[str, Any]) -> str:
 
 
 @contextmanager
-def _progress(path: Path, enabled: bool):
-    """A rich progress bar on stderr for large files; yields the callback (or None)."""
+def _events(path: Path, enabled: bool) -> Iterator[EventView | None]:
+    """The validation's event view (progress bars on stderr) for large files only: a small file
+    is checked faster than a bar could be drawn. Yields None (no events shown) otherwise."""
     try:
         big = enabled and path.stat().st_size >= PROGRESS_MIN_BYTES
     except OSError:
@@ -115,23 +117,8 @@ def _progress(path: Path, enabled: bool):
     if not big:
         yield None
         return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(
-        TextColumn("[bold]checking[/] {task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    )
-    task = bar.add_task(path.name, total=1)
-    with bar:
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=max(total, 1))
-
-        yield update
+    with EventView(bars=True) as view:
+        yield view
 
 
 @data_app.command("validate")
@@ -163,7 +150,7 @@ def validate_cmd(
 
     _safe_streams()
     try:
-        with _progress(file, not as_json) as progress:
+        with _events(file, not as_json) as view:
             report = api.validate_data(
                 file,
                 model=None if no_tokens else model,
@@ -172,7 +159,7 @@ def validate_cmd(
                 truncate=truncate,
                 format=format,
                 train_on=train_on,
-                progress=progress,
+                on_event=view,
             )
     except TunesmithError as exc:
         if as_json:

@@ -5,28 +5,20 @@
     tunesmith demo [--output-dir DIR]
 
 All three end with the same table (base vs tuned, 95% CI, verdict) and say where the reports
-are. No torch import here: everything heavy happens behind `tunesmith.api`.
+are. Progress is drawn by `EventView` from the events the api calls report. No torch import
+here: everything heavy happens behind `tunesmith.api`.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
-from tunesmith.cli.app import app, console, err_console
+from tunesmith.cli.app import app, console
+from tunesmith.cli.progress import EventView
 
 METRICS_HELP = (
     "Comma-separated: exact_match, contains, regex:PATTERN, json_valid, json_schema, "
@@ -35,34 +27,9 @@ METRICS_HELP = (
 )
 
 
-@contextlib.contextmanager
-def progress_bar(enabled: bool = True) -> Iterator[Any]:
-    """A callback `(phase, done, total)` that drives one rich progress bar per phase."""
-    if not enabled:
-        yield None
-        return
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=False,
-    ) as bar:
-        tasks: dict[str, Any] = {}
-
-        def update(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(phase, total=total or None)
-            bar.update(tasks[phase], completed=done, total=total or None)
-
-        yield update
-
-
 def print_comparison(result: Any) -> None:
     """The base-vs-tuned table, the verdict, the forgetting line, the prompt-cost line."""
-    from tunesmith.eval.report import TABLE_HEADER, table_rows
+    from tunesmith.eval.report import REPORT_FILES, TABLE_HEADER, table_rows
 
     table = Table(title=f"base vs tuned on {result.n} held-out examples")
     for col in TABLE_HEADER:
@@ -96,10 +63,8 @@ def print_comparison(result: Any) -> None:
         )
     if result.output_dir is not None:
         out = Path(result.output_dir)
-        console.print(
-            f"reports: {out / 'report.html'}  {out / 'report.md'}  {out / 'results.json'}",
-            highlight=False,
-        )
+        names = [REPORT_FILES[k] for k in ("html", "markdown", "json")]
+        console.print("reports: " + "  ".join(str(out / n) for n in names), highlight=False)
 
 
 def _metrics(value: str | None) -> list[str] | None:
@@ -143,9 +108,10 @@ def eval_command(
 ) -> None:
     """Evaluate a model on held-out data, against a baseline when there is one."""
     from tunesmith import api
+    from tunesmith.runs import RunDir
 
-    is_run = (Path(model) / "manifest.json").is_file()
-    out = output_dir or (Path(model) / "eval" if is_run else Path("tunesmith-eval"))
+    run = RunDir(model) if RunDir.is_run(model) else None
+    out = output_dir or (run.eval_dir if run is not None else Path("tunesmith-eval"))
     options: dict[str, Any] = {
         "main_metric": main_metric,
         "max_new_tokens": max_new_tokens,
@@ -159,14 +125,14 @@ def eval_command(
         options["schema"] = schema
     if long_prompt is not None:
         options["long_prompt"] = _read_text(long_prompt)
-    with progress_bar(progress) as cb:
+    with EventView(bars=progress) as view:
         result = api.evaluate(
             model,
             data,
             baseline=baseline,
             metrics=_metrics(metrics),
             output_dir=out,
-            progress=cb,
+            on_event=view,
             **options,
         )
     print_comparison(result)
@@ -205,8 +171,8 @@ def compare(
         options["schema"] = str(schema)
     if long_prompt is not None:
         options["long_prompt"] = _read_text(long_prompt)
-    with progress_bar(progress) as cb:
-        result = api.compare(run_dir, data, output_dir=output_dir, progress=cb, **options)
+    with EventView(bars=progress) as view:
+        result = api.compare(run_dir, data, output_dir=output_dir, on_event=view, **options)
     print_comparison(result)
 
 
@@ -220,16 +186,13 @@ def demo(
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Fine-tune the default model on the bundled ticket-to-JSON task and prove it improved."""
-    from tunesmith import api
+    from tunesmith.demo import run_demo
 
-    def say(text: str) -> None:
-        err_console.print(text, highlight=False)
-
-    options: dict[str, Any] = {"prompt_cost": not no_prompt_cost, "train_progress": progress}
+    options: dict[str, Any] = {"prompt_cost": not no_prompt_cost}
     if max_steps is not None:
         options["max_steps"] = max_steps
-    with progress_bar(progress) as cb:
-        result = api.run_demo(output_dir, progress=cb, log=say, **options)
+    with EventView(bars=progress) as view:
+        result = run_demo(output_dir, on_event=view, **options)
     print_comparison(result.comparison)
     console.print(
         f"run: {result.run_dir}\ncomparison: {result.eval_dir}\n"

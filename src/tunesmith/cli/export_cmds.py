@@ -10,7 +10,8 @@ from pathlib import Path
 
 import typer
 
-from tunesmith.cli.app import app, console, err_console
+from tunesmith.cli.app import app, console
+from tunesmith.cli.progress import EventView
 
 
 @app.command("export")
@@ -50,14 +51,12 @@ def export_cmd(
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
 
-    def progress(message: str, fraction: float) -> None:
-        if not as_json:
-            err_console.print(f"[dim]{fraction:4.0%}[/] {message}", highlight=False)
-
-    result = api.export_model(
-        run_dir, format=format, quantize=quantize, out=out, base=base, name=name,
-        force=force, verify=verify, progress=progress,
-    )  # fmt: skip
+    # with --json the result is all that is printed: no progress, not even on stderr
+    with EventView() as view:
+        result = api.export_model(
+            run_dir, format=format, quantize=quantize, out=out, base=base, name=name,
+            force=force, verify=verify, on_event=None if as_json else view,
+        )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(result.as_dict(), indent=2))
         return

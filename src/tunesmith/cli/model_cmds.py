@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tunesmith.cli.app import app, console, err_console
+from tunesmith.cli.progress import EventView
+from tunesmith.events import Event
 
 models_app = typer.Typer(help="List and prepare models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -57,20 +60,12 @@ def models_pull(name: str = typer.Argument(..., help="Alias (see `models list`).
     """Prepare the local cache for a model (de-quantise the packaged GGUF once)."""
     from tunesmith import api
 
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=False,
-    ) as progress:
-        task = progress.add_task(f"{name}: resolving", total=1.0)
+    with EventView() as view:
 
-        def update(message: str, fraction: float) -> None:
-            progress.update(task, description=f"{name}: {message}", completed=fraction)
+        def show(event: Event) -> None:  # the bar says which model it is converting
+            view(replace(event, message=f"{name}: {event.message}") if event.message else event)
 
-        path = api.pull_model(name, progress=update)
-        progress.update(task, completed=1.0, description=f"{name}: ready")
+        path = api.pull_model(name, on_event=show)
     console.print(f"ready: {path}")
 
 

@@ -13,7 +13,6 @@ from typing import Any
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     TaskID,
     TextColumn,
@@ -54,6 +53,13 @@ def validation_line(step: int | None, data: dict[str, Any]) -> str:
     if "val_token_accuracy" in data:
         parts.append(f"token acc {data['val_token_accuracy']:.3f}")
     return "  ".join(parts)
+
+
+def _count(done: float, total: float | None, unit: Any) -> str:
+    """'3/10' for things counted one by one; a percentage for bytes and percent."""
+    if unit in ("bytes", "%") and total:
+        return f"{100 * done / total:.0f}%"
+    return f"{int(done)}/{int(total)}" if total else f"{int(done)}"
 
 
 class EventView:
@@ -104,7 +110,7 @@ class EventView:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
-                MofNCompleteColumn(),
+                TextColumn("{task.fields[count]}"),
                 TextColumn("{task.fields[extra]}"),
                 TimeElapsedColumn(),
                 TextColumn("ETA"),
@@ -115,20 +121,28 @@ class EventView:
             self._progress.start()
         return self._progress
 
-    def _update(self, phase: str, label: str, done: float, total: float | None, extra: str) -> None:
+    def _update(
+        self, phase: str, label: str, done: float, total: float | None, extra: str, count: str
+    ) -> None:
         bar = self._bar()
         if phase not in self._tasks:
-            self._tasks[phase] = bar.add_task(label, total=total or None, extra=extra)
+            self._tasks[phase] = bar.add_task(label, total=total or None, extra=extra, count=count)
         bar.update(
-            self._tasks[phase], completed=done, total=total or None, description=label, extra=extra
+            self._tasks[phase],
+            completed=done,
+            total=total or None,
+            description=label,
+            extra=extra,
+            count=count,
         )
 
     def _on_progress(self, event: Event) -> None:
         done = float(event.done or 0)
         total = float(event.total) if event.total else None
         label = event.message or event.phase
+        count = _count(done, total, event.data.get("unit"))
         if self.bars:
-            self._update(event.phase, label, done, total, "")
+            self._update(event.phase, label, done, total, "", count)
             return
         frac = done / total if total else 0.0
         last = self._lines.get(event.phase)
@@ -136,8 +150,7 @@ class EventView:
             if last is not None and last >= 1.0:
                 return
             self._lines[event.phase] = frac
-            shown = f"{int(done)}/{int(total)}" if total else f"{int(done)}"
-            self.print(f"{label}: {shown}")
+            self.print(f"{label}: {count}")
 
     def _on_metrics(self, event: Event) -> None:
         data = event.data
@@ -151,7 +164,8 @@ class EventView:
             extra = f"loss {data['loss']:.4f}"
             if isinstance(data.get("tokens_per_s"), (int, float)):
                 extra += f"  {data['tokens_per_s']:.0f} tok/s"
-            self._update(event.phase or "train", event.phase or "train", step, total, extra)
+            phase = event.phase or "train"
+            self._update(phase, phase, step, total, extra, _count(step, total, None))
             return
         every = max(1, (total or 50) // 50)
         if step % every and step != total:

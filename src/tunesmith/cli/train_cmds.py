@@ -17,6 +17,7 @@ from pathlib import Path
 import typer
 
 from tunesmith.cli.app import app, console
+from tunesmith.cli.progress import EventView
 from tunesmith.errors import ConfigError
 
 # flag name -> dotted spec key
@@ -109,21 +110,20 @@ def train(
             text = str(value) if isinstance(value, Path) else value
             overrides.append(f"{_FLAG_KEYS[name]}={json.dumps(text)}")
 
-    if resume is not None:
-        if config is not None or overrides:
-            raise ConfigError(
-                "--resume continues a run exactly as it was configured",
-                hint="drop the config file, overrides and flags",
-            )
-        result = api.resume(resume, progress=not no_progress)
-    else:
+    if resume is not None and (config is not None or overrides):
+        raise ConfigError(
+            "--resume continues a run exactly as it was configured",
+            hint="drop the config file, overrides and flags",
+        )
+    if resume is None:
         spec = api.load_run_spec(config, overrides)
         if print_config:
             from tunesmith.config import dump_spec
 
             console.print(dump_spec(spec), highlight=False, end="")
             return
-        result = api.train(spec, progress=not no_progress)
+    with EventView(bars=not no_progress) as view:
+        result = api.resume(resume, on_event=view) if resume else api.train(spec, on_event=view)
 
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return
@@ -140,3 +140,12 @@ def train(
         summary += f", final loss {last['loss']:.4f}"
     console.print(summary, highlight=False)
     console.print(f"run: {result.run_dir}\nfinal: {result.final_dir}", highlight=False)
+
+
+@app.command()
+def cancel(run_dir: Path = typer.Argument(..., help="The run directory of a running training.")):
+    """Ask a running training to stop: it saves a checkpoint and exits; --resume continues."""
+    from tunesmith import api
+
+    api.cancel(run_dir)
+    console.print(f"cancel requested for {run_dir}", highlight=False)
