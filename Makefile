@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.tunesmith-setup
 TORCH  := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all lint format browser clean
+.PHONY: setup demo test test-all lint format browser postgres clean
 
 setup: $(STAMP)
 
@@ -29,15 +29,23 @@ browser:
 	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) || \
 	  echo "note: chromium not installed; the browser test will be skipped"; }
 
+# PostgreSQL for the store and queue tests (Debian packages; the tests start a throwaway cluster
+# on 127.0.0.1 themselves and never use the package's own service); skipped where apt is absent.
+postgres:
+	@command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
+	  { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) || \
+	  echo "note: postgresql not installed; the PostgreSQL store tests will be skipped"; }
+
 lint: setup
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
-test: setup browser lint
+test: setup browser postgres lint
 	OMP_NUM_THREADS=2 $(BIN)/pytest -q $(PYTEST_ARGS)
 
-test-all: setup browser lint
+test-all: setup browser postgres lint
 	$(BIN)/pytest -q -m "" $(PYTEST_ARGS)
 
 format: setup

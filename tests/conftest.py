@@ -33,3 +33,40 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request) -> 
     """Each test gets its own TUNESMITH_HOME unless it uses the real default model."""
     if request.node.get_closest_marker("slow") is None:
         monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path / "tunesmith-home"))
+
+
+# -- PostgreSQL for the store and queue tests ----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL cluster on 127.0.0.1 for the whole session (tests/pg.py);
+    the tests that need it skip, saying why, where PostgreSQL cannot be had."""
+    import pg
+
+    try:
+        cluster = pg.start()
+    except pg.Unavailable as exc:
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_cluster) -> str:
+    """`postgresql://postgres@127.0.0.1:PORT/tunesmith` on the throwaway cluster."""
+    return pg_cluster.create_database("tunesmith")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path: Path):
+    """A fresh, empty database URL per test, on each backend: a SQLite file in tmp_path, or a
+    new database (`t_<hex>`) on the throwaway cluster, dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/store.db"
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    with cluster.fresh_database() as url:
+        yield url
