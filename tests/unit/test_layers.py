@@ -32,7 +32,9 @@ LAYERS: list[set[str]] = [
     {"train", "eval", "export"},
     {"api"},
     {"demo"},
-    {"cli", "server", "worker"},
+    {"store", "service"},  # the job store and the service's settings
+    {"server", "worker"},
+    {"cli"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

@@ -36,6 +36,7 @@ from tunesmith.cli import (  # noqa: E402, F401
     eval_cmds,
     export_cmds,
     model_cmds,
+    serve_cmds,
     train_cmds,
 )
 

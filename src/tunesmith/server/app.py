@@ -1,0 +1,56 @@
+"""`create_app(settings)`: the FastAPI application of `tunesmith serve`.
+
+The app owns the store (SQLite file under the home by default, PostgreSQL by URL), the API-key
+table and the model pool; routes read them from `app.state`. Training never runs in the web
+process: jobs are queued in the store and run by workers (`tunesmith worker`, or the ones
+`tunesmith serve --workers N` starts beside the server).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from tunesmith import __version__
+from tunesmith.server import errors
+from tunesmith.server.routes import chat, files, fine_tuning, models
+from tunesmith.service import ServerSettings
+
+
+def create_app(settings: ServerSettings | None = None) -> FastAPI:
+    from tunesmith.inference.pool import ModelPool
+    from tunesmith.store.db import Store
+
+    settings = settings or ServerSettings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.db_url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        store.close()
+
+    app = FastAPI(
+        title="tunesmith",
+        version=__version__,
+        description="Self-hosted fine-tuning with OpenAI's files, fine-tuning and chat APIs.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.keys = settings.keys()
+    app.state.pool = ModelPool(settings.max_loaded_models)
+    app.state.started = time.time()
+    errors.install(app)
+    for module in (files, fine_tuning, models, chat):
+        app.include_router(module.router, prefix="/v1")
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "store": store.dialect}
+
+    return app

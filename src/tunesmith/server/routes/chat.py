@@ -1,0 +1,316 @@
+"""/v1/chat/completions and /v1/completions over the model pool.
+
+Any model /v1/models lists works: a base model, a fine-tuned `ft:…` model (base + adapter), or a
+checkpoint `…:ckpt-step-N`. Sampling follows OpenAI's defaults (temperature 1, top_p 1);
+`temperature: 0` is greedy. `stop`, `seed`, `n`, `max_tokens` and usage counts are honoured;
+`stream: true` answers with Server-Sent Events chunks ending in `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+
+from tunesmith.server.auth import project_of
+from tunesmith.server.errors import ApiError
+from tunesmith.server.routes.models import target
+from tunesmith.server.schemas import ChatMessage, ChatRequest, CompletionRequest
+
+router = APIRouter()
+DEFAULT_MAX_TOKENS = 512
+
+
+def _text(message: ChatMessage) -> str:
+    content = message.content
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content:
+        if part.get("type") not in ("text", "input_text") or not isinstance(part.get("text"), str):
+            raise ApiError(
+                400,
+                "only text content parts are supported",
+                code="invalid_content",
+                param="messages",
+            )
+        parts.append(part["text"])
+    return "".join(parts)
+
+
+def _stops(stop: str | list[str] | None) -> list[str]:
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if len(stops) > 4:
+        raise ApiError(400, "at most 4 stop sequences", code="invalid_stop", param="stop")
+    return [s for s in stops if s]
+
+
+def _settings(request: Request, body: Any, max_tokens: int | None) -> Any:
+    from tunesmith.inference import GenerationSettings
+
+    limit = request.app.state.settings.max_tokens_limit
+    wanted = max_tokens or min(DEFAULT_MAX_TOKENS, limit)
+    if wanted > limit:
+        raise ApiError(
+            400,
+            f"max_tokens is at most {limit} here (got {wanted})",
+            code="invalid_max_tokens",
+            param="max_tokens",
+        )
+    temperature = 1.0 if body.temperature is None else body.temperature
+    return GenerationSettings(
+        max_new_tokens=wanted,
+        temperature=temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        seed=body.seed,
+        batch_size=1,
+    )
+
+
+def _entry(request: Request, project: str, model: str) -> Any:
+    from tunesmith.errors import TunesmithError
+    from tunesmith.server.errors import log
+
+    name = target(request, project, model)
+    try:
+        return request.app.state.pool.get(name)
+    except TunesmithError as exc:  # the detail names server paths: it goes to the log only
+        log.warning("model %s could not be loaded: %s", model, exc)
+        raise ApiError(
+            503,
+            f"model {model!r} cannot be loaded right now",
+            code="model_unavailable",
+            param="model",
+        ) from None
+
+
+def _check_context(entry: Any, ids: list[int], settings: Any) -> None:
+    config = getattr(entry.model.model, "config", None)
+    limit = int(getattr(config, "max_position_embeddings", 0) or 0)
+    if limit and len(ids) + settings.max_new_tokens > limit:
+        raise ApiError(
+            400,
+            f"the prompt ({len(ids)} tokens) plus max_tokens "
+            f"({settings.max_new_tokens}) exceed the model's context of {limit}",
+            code="context_length_exceeded",
+            param="messages",
+        )
+
+
+def _sse(chunks: Iterator[dict[str, Any]]) -> StreamingResponse:
+    def body() -> Iterator[bytes]:
+        for chunk in chunks:
+            yield f"data: {json.dumps(chunk)}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(
+        body(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+    )
+
+
+def _seed(settings: Any, i: int) -> Any:
+    """The i-th of n choices: its own seed (same request seed -> the same n answers)."""
+    from dataclasses import replace
+
+    base = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
+    return replace(settings, seed=base + i)
+
+
+@router.post("/chat/completions", response_model=None)
+def chat(
+    request: Request, body: ChatRequest, project: str = Depends(project_of)
+) -> dict[str, Any] | StreamingResponse:
+    from tunesmith.inference import prompt_ids
+    from tunesmith.inference.completion import Completion, complete, stream_complete
+
+    settings = _settings(request, body, body.max_completion_tokens or body.max_tokens)
+    stops = _stops(body.stop)
+    messages = [
+        {"role": "system" if m.role == "developer" else m.role, "content": _text(m)}
+        for m in body.messages
+    ]
+    entry = _entry(request, project, body.model)
+    tok = entry.model.tokenizer
+    try:
+        ids = prompt_ids(tok, messages)
+    except Exception as exc:  # the model's chat template refused the conversation
+        raise ApiError(
+            400,
+            f"messages cannot be rendered by the model's chat template: {exc}",
+            code="invalid_messages",
+            param="messages",
+        ) from None
+    _check_context(entry, ids, settings)
+    n = body.n or 1
+    cid, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
+    head = {"id": cid, "created": created, "model": body.model, "system_fingerprint": None}
+
+    if body.stream:
+        usage_wanted = bool((body.stream_options or {}).get("include_usage"))
+
+        def chunks() -> Iterator[dict[str, Any]]:
+            prompt, completion, reason = 0, 0, "stop"
+            for i in range(n):
+                yield {
+                    **head,
+                    "object": "chat.completion.chunk",
+                    "choices": [
+                        {
+                            "index": i,
+                            "delta": {"role": "assistant", "content": ""},
+                            "finish_reason": None,
+                            "logprobs": None,
+                        }
+                    ],
+                }
+                with entry.lock:
+                    for piece in stream_complete(
+                        entry.model.model, tok, ids, _seed(settings, i), stops
+                    ):
+                        if isinstance(piece, Completion):
+                            prompt, completion = (
+                                piece.prompt_tokens,
+                                completion + piece.completion_tokens,
+                            )
+                            reason = piece.finish_reason
+                            continue
+                        yield {
+                            **head,
+                            "object": "chat.completion.chunk",
+                            "choices": [
+                                {
+                                    "index": i,
+                                    "delta": {"content": piece},
+                                    "finish_reason": None,
+                                    "logprobs": None,
+                                }
+                            ],
+                        }
+                yield {
+                    **head,
+                    "object": "chat.completion.chunk",
+                    "choices": [
+                        {"index": i, "delta": {}, "finish_reason": reason, "logprobs": None}
+                    ],
+                }
+            if usage_wanted:
+                yield {
+                    **head,
+                    "object": "chat.completion.chunk",
+                    "choices": [],
+                    "usage": _usage(prompt, completion),
+                }
+
+        return _sse(chunks())
+
+    choices, completion_tokens = [], 0
+    for i in range(n):
+        with entry.lock:
+            out = complete(entry.model.model, tok, ids, _seed(settings, i), stops)
+        completion_tokens += out.completion_tokens
+        choices.append(
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": out.text, "refusal": None},
+                "finish_reason": out.finish_reason,
+                "logprobs": None,
+            }
+        )
+    return {
+        **head,
+        "object": "chat.completion",
+        "choices": choices,
+        "usage": _usage(len(ids), completion_tokens),
+    }
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+@router.post("/completions", response_model=None)
+def completions(
+    request: Request, body: CompletionRequest, project: str = Depends(project_of)
+) -> dict[str, Any] | StreamingResponse:
+    from tunesmith.inference.completion import Completion, complete, stream_complete
+
+    prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+    if not prompts or len(prompts) > 16:
+        raise ApiError(
+            400, "prompt must be a string or 1 to 16 strings", code="invalid_prompt", param="prompt"
+        )
+    settings = _settings(request, body, body.max_tokens)
+    stops = _stops(body.stop)
+    entry = _entry(request, project, body.model)
+    tok = entry.model.tokenizer
+    encoded = [list(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    for ids in encoded:
+        if not ids:
+            raise ApiError(400, "prompt is empty", code="invalid_prompt", param="prompt")
+        _check_context(entry, ids, settings)
+    n = body.n or 1
+    cid, created = f"cmpl-{secrets.token_hex(12)}", int(time.time())
+    head = {"id": cid, "object": "text_completion", "created": created, "model": body.model}
+    if body.stream:
+
+        def chunks() -> Iterator[dict[str, Any]]:
+            for p, ids in enumerate(encoded):
+                for i in range(n):
+                    index = p * n + i
+                    with entry.lock:
+                        for piece in stream_complete(
+                            entry.model.model, tok, ids, _seed(settings, i), stops
+                        ):
+                            if isinstance(piece, Completion):
+                                yield {
+                                    **head,
+                                    "choices": [
+                                        {
+                                            "text": "",
+                                            "index": index,
+                                            "logprobs": None,
+                                            "finish_reason": piece.finish_reason,
+                                        }
+                                    ],
+                                }
+                            else:
+                                yield {
+                                    **head,
+                                    "choices": [
+                                        {
+                                            "text": piece,
+                                            "index": index,
+                                            "logprobs": None,
+                                            "finish_reason": None,
+                                        }
+                                    ],
+                                }
+
+        return _sse(chunks())
+    choices, prompt_tokens, completion_tokens = [], 0, 0
+    for p, ids in enumerate(encoded):
+        prompt_tokens += len(ids)
+        for i in range(n):
+            with entry.lock:
+                out = complete(entry.model.model, tok, ids, _seed(settings, i), stops)
+            completion_tokens += out.completion_tokens
+            choices.append(
+                {
+                    "text": out.text,
+                    "index": p * n + i,
+                    "logprobs": None,
+                    "finish_reason": out.finish_reason,
+                }
+            )
+    return {**head, "choices": choices, "usage": _usage(prompt_tokens, completion_tokens)}

@@ -1,0 +1,266 @@
+"""/v1/fine_tuning/jobs: create, list, retrieve, cancel, pause, resume, events (paged or as
+Server-Sent Events), checkpoints, and our extension `/evaluation` (the base-vs-tuned verdict).
+
+A job is created in `validating_files`: its files must be this project's, uploaded for
+fine-tuning and valid — a file the validator rejected fails the job at once with
+`invalid_training_file` / `invalid_validation_file` and the bad lines. Then it is `queued` for
+a worker (tunesmith.worker). Terminal statuses never change (the store enforces it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+
+from tunesmith.server.auth import project_of
+from tunesmith.server.errors import ApiError, not_found
+from tunesmith.server.schemas import (
+    JobCreate,
+    checkpoint_object,
+    event_object,
+    job_object,
+    page,
+)
+from tunesmith.store import repo
+from tunesmith.store.records import JobRecord
+
+router = APIRouter()
+TERMINAL = {"succeeded", "failed", "cancelled"}
+STREAM_POLL_S = 0.25
+STREAM_MAX_S = 6 * 3600.0
+
+
+def _job(request: Request, project: str, job_id: str) -> JobRecord:
+    job = repo.get_job(request.app.state.store, project, job_id)
+    if job is None:
+        raise not_found("job", job_id)
+    return job
+
+
+def _check_file(request: Request, project: str, file_id: str | None, param: str) -> Any:
+    if file_id is None:
+        return None
+    record = repo.get_file(request.app.state.store, project, file_id)
+    if record is None:
+        raise ApiError(
+            400, f"invalid {param}: no such file {file_id!r}", code="invalid_file", param=param
+        )
+    if record.purpose != "fine-tune":
+        raise ApiError(
+            400,
+            f"{param} {file_id!r} was not uploaded with purpose 'fine-tune'",
+            code="invalid_file",
+            param=param,
+        )
+    return record
+
+
+@router.post("/fine_tuning/jobs")
+def create(request: Request, body: JobCreate, project: str = Depends(project_of)) -> dict[str, Any]:
+    settings, store = request.app.state.settings, request.app.state.store
+    if body.model not in settings.models:
+        offered = ", ".join(sorted(settings.models))
+        raise ApiError(
+            400,
+            f"model {body.model!r} cannot be fine-tuned here (offered: {offered})",
+            code="model_not_available",
+            param="model",
+        )
+    method: dict[str, Any] = (
+        body.method.model_dump(exclude_none=True) if body.method else {"type": "supervised"}
+    )
+    if method["type"] != "supervised":
+        raise ApiError(
+            400,
+            f"method {method['type']!r} is not available yet; use 'supervised'",
+            code="unsupported_method",
+            param="method.type",
+        )
+    train = _check_file(request, project, body.training_file, "training_file")
+    val = _check_file(request, project, body.validation_file, "validation_file")
+    hyper = body.hyper()
+    method.setdefault("supervised", {})["hyperparameters"] = hyper
+    job = repo.create_job(
+        store,
+        project,
+        model=body.model,
+        training_file=body.training_file,
+        validation_file=body.validation_file,
+        suffix=body.suffix or None,
+        seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
+        metadata=body.metadata or {},
+        method=method,
+        hyperparameters=hyper,
+    )
+    repo.add_events(
+        store, job.id, [{"level": "info", "message": "Validating training file", "type": "message"}]
+    )
+    for record, param in ((train, "training_file"), (val, "validation_file")):
+        if record is not None and record.status != "processed":
+            error = {
+                "code": f"invalid_{param}",
+                "message": f"{param} {record.id} ({record.filename}) is not valid: "
+                f"{record.status_details or 'not usable'}",
+                "param": param,
+            }
+            failed = repo.transition(store, job.id, "failed", error=error)
+            repo.add_events(
+                store, job.id, [{"level": "error", "message": error["message"], "type": "message"}]
+            )
+            return job_object(failed or job)
+    queued = repo.transition(store, job.id, "queued", expect={"validating_files"})
+    repo.add_events(
+        store,
+        job.id,
+        [{"level": "info", "message": "Files validated; job queued", "type": "message"}],
+    )
+    return job_object(queued or repo.get_job(store, project, job.id) or job)
+
+
+@router.get("/fine_tuning/jobs")
+def list_jobs(
+    request: Request,
+    after: str | None = Query(None, max_length=128),
+    limit: int = Query(20, ge=1, le=100),
+    project: str = Depends(project_of),
+) -> dict[str, Any]:
+    metadata = {
+        k[len("metadata[") : -1]: v
+        for k, v in request.query_params.items()
+        if k.startswith("metadata[") and k.endswith("]")
+    }
+    items, more = repo.list_jobs(
+        request.app.state.store, project, after=after, limit=limit, metadata=metadata or None
+    )
+    return page([job_object(j) for j in items], more)
+
+
+@router.get("/fine_tuning/jobs/{job_id}")
+def retrieve(request: Request, job_id: str, project: str = Depends(project_of)) -> dict[str, Any]:
+    return job_object(_job(request, project, job_id))
+
+
+ALLOWED = {
+    "cancel": {"validating_files", "queued", "running", "pausing", "paused"},
+    "pause": {"validating_files", "queued", "running"},
+    "resume": {"paused"},
+}
+
+
+def _control(request: Request, project: str, job_id: str, action: str) -> dict[str, Any]:
+    store = request.app.state.store
+    before = _job(request, project, job_id)
+    if before.status not in ALLOWED[action]:
+        # 400, not 409: the SDK retries a 409, and a retry cannot change a job's state
+        raise ApiError(
+            400,
+            f"cannot {action} a job that is {before.status}",
+            code="invalid_job_state",
+            param="fine_tuning_job_id",
+        )
+    fn = {"cancel": repo.cancel_job, "pause": repo.pause_job, "resume": repo.resume_job}[action]
+    after = fn(store, project, job_id)
+    if after is None:
+        raise not_found("job", job_id)
+    repo.add_events(
+        store,
+        job_id,
+        [
+            {
+                "level": "info",
+                "type": "message",
+                "message": f"{action} requested: job is {after.status}",
+            }
+        ],
+    )
+    return job_object(after)
+
+
+@router.post("/fine_tuning/jobs/{job_id}/cancel")
+def cancel(request: Request, job_id: str, project: str = Depends(project_of)) -> dict[str, Any]:
+    return _control(request, project, job_id, "cancel")
+
+
+@router.post("/fine_tuning/jobs/{job_id}/pause")
+def pause(request: Request, job_id: str, project: str = Depends(project_of)) -> dict[str, Any]:
+    return _control(request, project, job_id, "pause")
+
+
+@router.post("/fine_tuning/jobs/{job_id}/resume")
+def resume(request: Request, job_id: str, project: str = Depends(project_of)) -> dict[str, Any]:
+    return _control(request, project, job_id, "resume")
+
+
+@router.get("/fine_tuning/jobs/{job_id}/events", response_model=None)
+def events(
+    request: Request,
+    job_id: str,
+    after: str | None = Query(None, max_length=128),
+    limit: int = Query(20, ge=1, le=1000),
+    stream: bool = Query(False),
+    project: str = Depends(project_of),
+) -> dict[str, Any] | StreamingResponse:
+    job = _job(request, project, job_id)
+    store = request.app.state.store
+    if stream:
+        return StreamingResponse(
+            _sse(request, job.id),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+    items, more = repo.list_events(store, job.id, after=after, limit=limit)
+    return page([event_object(e) for e in items], more)
+
+
+async def _sse(request: Request, job_id: str) -> AsyncIterator[bytes]:
+    """Every event of the job in order (from the first), then new ones as they come; ends with
+    `data: [DONE]` once the job is terminal and drained, or when the client goes away."""
+    store, seq, started = request.app.state.store, 0, time.monotonic()
+    while time.monotonic() - started < STREAM_MAX_S:
+        job = repo.get_job_any(store, job_id)
+        fresh = repo.events_since(store, job_id, seq)
+        for e in fresh:
+            seq = e.seq
+            yield f"data: {json.dumps(event_object(e))}\n\n".encode()
+        if job is None or (job.status in TERMINAL and not fresh):
+            break
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(STREAM_POLL_S)
+    yield b"data: [DONE]\n\n"
+
+
+@router.get("/fine_tuning/jobs/{job_id}/checkpoints")
+def checkpoints(
+    request: Request,
+    job_id: str,
+    after: str | None = Query(None, max_length=128),
+    limit: int = Query(10, ge=1, le=100),
+    project: str = Depends(project_of),
+) -> dict[str, Any]:
+    job = _job(request, project, job_id)
+    items, more = repo.list_checkpoints(request.app.state.store, job.id, after=after, limit=limit)
+    return page([checkpoint_object(c) for c in items], more)
+
+
+@router.get("/fine_tuning/jobs/{job_id}/evaluation")
+def evaluation(request: Request, job_id: str, project: str = Depends(project_of)) -> dict[str, Any]:
+    """Our extension: the job's base-vs-tuned comparison (RUN/eval/results.json)."""
+    from tunesmith import api
+
+    job = _job(request, project, job_id)
+    result = api.read_evaluation(job.run_dir) if job.run_dir else None
+    if result is None:
+        raise ApiError(
+            404,
+            f"job {job_id} has no evaluation yet (it needs a validation_file and a finished run)",
+            code="evaluation_not_found",
+        )
+    return {"object": "fine_tuning.job.evaluation", "fine_tuning_job_id": job.id, **result}

@@ -1,0 +1,215 @@
+"""Request bodies (pydantic, strict where OpenAI is) and the objects we answer with.
+
+The response shapes follow OpenAI's (`file`, `fine_tuning.job`, `fine_tuning.job.event`,
+`fine_tuning.job.checkpoint`, `model`, `list`); extra fields are ours and safe (the SDK
+parses unknown fields loosely), missing ones are not — every field the SDK types is set.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tunesmith.store.records import CheckpointRecord, EventRecord, FileRecord, JobRecord
+
+AutoInt = int | Literal["auto"]
+AutoFloat = float | Literal["auto"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Hyperparameters(_Body):
+    n_epochs: AutoInt | None = Field(None, description="epochs (1-50) or auto")
+    batch_size: AutoInt | None = None
+    learning_rate_multiplier: AutoFloat | None = None
+
+    @field_validator("n_epochs")
+    @classmethod
+    def _epochs(cls, v: Any) -> Any:
+        if isinstance(v, int) and not 1 <= v <= 50:
+            raise ValueError("must be between 1 and 50, or 'auto'")
+        return v
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch(cls, v: Any) -> Any:
+        if isinstance(v, int) and not 1 <= v <= 256:
+            raise ValueError("must be between 1 and 256, or 'auto'")
+        return v
+
+    @field_validator("learning_rate_multiplier")
+    @classmethod
+    def _lr(cls, v: Any) -> Any:
+        if isinstance(v, float | int) and not isinstance(v, bool) and not 0 < v <= 100:
+            raise ValueError("must be > 0 and at most 100, or 'auto'")
+        return v
+
+
+class SupervisedMethod(_Body):
+    hyperparameters: Hyperparameters | None = None
+
+
+class Method(_Body):
+    type: Literal["supervised", "dpo", "reinforcement"]
+    supervised: SupervisedMethod | None = None
+    dpo: dict[str, Any] | None = None
+    reinforcement: dict[str, Any] | None = None
+
+
+class JobCreate(_Body):
+    model: str = Field(min_length=1, max_length=256)
+    training_file: str = Field(min_length=1, max_length=128)
+    validation_file: str | None = Field(None, max_length=128)
+    suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    metadata: dict[str, str] | None = None
+    method: Method | None = None
+    hyperparameters: Hyperparameters | None = None  # the legacy top-level form
+    integrations: list[Any] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        if v is None:
+            return v
+        if len(v) > 16:
+            raise ValueError("at most 16 key-value pairs")
+        for key, value in v.items():
+            if len(key) > 64 or len(value) > 512:
+                raise ValueError("keys are at most 64 characters, values at most 512")
+        return v
+
+    def hyper(self) -> dict[str, Any]:
+        """The hyperparameters wherever the request put them (method wins over legacy)."""
+        chosen = None
+        if self.method is not None and self.method.supervised is not None:
+            chosen = self.method.supervised.hyperparameters
+        chosen = chosen or self.hyperparameters or Hyperparameters()
+        return {
+            "n_epochs": chosen.n_epochs if chosen.n_epochs is not None else "auto",
+            "batch_size": chosen.batch_size if chosen.batch_size is not None else "auto",
+            "learning_rate_multiplier": chosen.learning_rate_multiplier
+            if chosen.learning_rate_multiplier is not None
+            else "auto",
+        }
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the SDK sends fields we do not use
+    model: str = Field(min_length=1, max_length=256)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=1024)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    n: int | None = Field(None, ge=1, le=16)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool | None = False
+    stream_options: dict[str, Any] | None = None
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1, max_length=256)
+    prompt: str | list[str]
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(None, ge=1)
+    n: int | None = Field(None, ge=1, le=16)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool | None = False
+
+
+# -- objects ------------------------------------------------------------------------------------
+
+
+def file_object(f: FileRecord) -> dict[str, Any]:
+    return {
+        "id": f.id,
+        "object": "file",
+        "bytes": f.bytes,
+        "created_at": f.created_at,
+        "filename": f.filename,
+        "purpose": f.purpose,
+        "status": f.status,
+        "status_details": f.status_details,
+        "expires_at": None,
+    }
+
+
+def job_object(j: JobRecord) -> dict[str, Any]:
+    method = dict(j.method or {"type": "supervised"})
+    kind = method.get("type", "supervised")
+    method.setdefault(kind, {"hyperparameters": j.hyperparameters})
+    return {
+        "id": j.id,
+        "object": "fine_tuning.job",
+        "created_at": j.created_at,
+        "error": j.error,
+        "fine_tuned_model": j.fine_tuned_model,
+        "finished_at": j.finished_at,
+        "hyperparameters": j.hyperparameters,
+        "model": j.model,
+        "organization_id": j.project,
+        "result_files": list(j.result_files or []),
+        "seed": j.seed,
+        "status": j.status,
+        "trained_tokens": j.trained_tokens,
+        "training_file": j.training_file,
+        "validation_file": j.validation_file,
+        "estimated_finish": j.estimated_finish,
+        "integrations": [],
+        "metadata": j.metadata or None,
+        "method": method,
+        "suffix": j.suffix,
+        "user_provided_suffix": j.suffix,
+    }
+
+
+def event_object(e: EventRecord) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "object": "fine_tuning.job.event",
+        "created_at": e.created_at,
+        "level": e.level,
+        "message": e.message,
+        "type": e.type,
+        "data": e.data,
+    }
+
+
+def checkpoint_object(c: CheckpointRecord) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "object": "fine_tuning.job.checkpoint",
+        "created_at": c.created_at,
+        "fine_tuned_model_checkpoint": c.fine_tuned_model_checkpoint,
+        "fine_tuning_job_id": c.job_id,
+        "metrics": c.metrics,
+        "step_number": c.step,
+    }
+
+
+def model_object(name: str, created: int, owned_by: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created, "owned_by": owned_by}
+
+
+def page(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": items,
+        "has_more": has_more,
+        "first_id": items[0]["id"] if items else None,
+        "last_id": items[-1]["id"] if items else None,
+    }

@@ -1,0 +1,89 @@
+"""Service settings, shared by the server and its workers: `TUNESMITH_…` env vars and flags.
+
+Everything the operator decides lives here: where data goes, which database, which API keys map
+to which projects, which base models may be fine-tuned, upload limits, and whether user code
+(python graders) may run. Nothing a request says can widen these.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tunesmith.config import DEFAULT_MODEL
+
+
+def _home() -> Path:
+    from tunesmith.models.registry import tunesmith_home
+
+    return tunesmith_home()
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TUNESMITH_", extra="ignore")
+
+    home: Path = Field(default_factory=_home, description="data root (files, jobs, database)")
+    db: str | None = Field(None, description="database URL; default: SQLite under home")
+    api_keys: str | None = Field(
+        None,
+        description="comma-separated API keys; 'project:key' names the key's project "
+        "(a bare key is project 'default'); none = no authentication",
+    )
+    api_keys_file: Path | None = Field(None, description="one 'project:key' or key per line")
+    models: dict[str, str] = Field(
+        default_factory=lambda: {DEFAULT_MODEL: DEFAULT_MODEL},
+        description="base models the API offers: public name -> registry name or local path",
+    )
+    max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0)
+    lease_s: float = Field(
+        30.0, gt=0, description="a worker's lease on a job; renewed by heartbeat"
+    )
+    heartbeat_s: float = Field(5.0, gt=0)
+    allow_python_graders: bool = False
+    max_loaded_models: int = Field(4, ge=1, description="models kept in memory for inference")
+    max_tokens_limit: int = Field(4096, ge=1, description="the most max_tokens a request may ask")
+    job_defaults: dict[str, Any] = Field(
+        default_factory=dict,
+        description="run-spec keys merged into every job's spec (operator only), e.g. "
+        "{'data': {'max_seq_len': 512}, 'save_every_steps': 20}",
+    )
+
+    @field_validator("home")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return Path(value).expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        if self.db:
+            return self.db
+        return f"sqlite:///{self.home / 'tunesmith.db'}"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.home / "files"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home / "jobs"
+
+    def keys(self) -> dict[str, str]:
+        """API key -> project. Empty: authentication is off (a single 'default' project)."""
+        lines: list[str] = []
+        if self.api_keys:
+            lines.extend(self.api_keys.split(","))
+        if self.api_keys_file is not None:
+            lines.extend(self.api_keys_file.read_text(encoding="utf-8").splitlines())
+        out: dict[str, str] = {}
+        for raw in lines:
+            entry = raw.strip()
+            if not entry or entry.startswith("#"):
+                continue
+            project, sep, key = entry.rpartition(":")
+            if not sep:
+                project, key = "default", entry
+            out[key.strip()] = project.strip() or "default"
+        return out

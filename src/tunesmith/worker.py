@@ -1,0 +1,399 @@
+"""A worker: claims a queued job from the store, trains it in its own process, reports.
+
+One worker runs one job at a time:
+  1. claim a job (a lease in the store: nobody else runs it while the lease is renewed);
+  2. write the job's run spec and start `tunesmith train` in a child process (a list of
+     arguments, no shell; under `torchrun` when the operator asks for several GPUs); a job
+     whose run directory already holds checkpoints is resumed (`--resume`) — that is how a job
+     survives its worker's death and how a paused job continues;
+  3. follow the run's events.jsonl, turn its metrics and messages into job events and its
+     checkpoints into job checkpoints; renew the lease; a job cancelled or paused in the store
+     is stopped through the run's cancel request (the child saves a checkpoint and exits);
+  4. record the outcome: `succeeded` with the model name, trained tokens and a results CSV,
+     `failed` with the reason, `paused` (back to the queue on resume), or leave `cancelled`.
+The child dies with its worker (PR_SET_PDEATHSIG): a job is never trained twice at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tunesmith import events
+from tunesmith.io import atomic_write
+from tunesmith.runs import RunDir
+from tunesmith.service import ServerSettings
+from tunesmith.store import queue, repo
+from tunesmith.store.db import Store
+from tunesmith.store.ids import new_id
+from tunesmith.store.records import JobRecord
+
+LEVELS = {"debug": "info", "info": "info", "warning": "warn", "error": "error"}
+
+
+def fine_tuned_name(job: JobRecord) -> str:
+    """`ft:BASE:SUFFIX:JOBID` (the suffix part is left out when the job has none)."""
+    parts = ["ft", job.model, *([job.suffix] if job.suffix else []), job.id]
+    return ":".join(parts)
+
+
+def job_spec(job: JobRecord, settings: ServerSettings, files: dict[str, str]) -> dict[str, Any]:
+    """The run spec of a job: the operator's defaults, then what the job asked for."""
+    hyper = job.hyperparameters or {}
+    spec: dict[str, Any] = json.loads(json.dumps(settings.job_defaults))  # a deep copy
+    spec["model"] = settings.models[job.model]
+    data = spec.setdefault("data", {})
+    data["train"] = files["training_file"]
+    if files.get("validation_file"):
+        data["validation"] = files["validation_file"]
+    spec["output_dir"] = str(run_dir_of(job, settings).path)
+    spec["seed"] = int(job.seed)
+    spec["method"] = {"type": (job.method or {}).get("type", "supervised")}
+    if hyper.get("n_epochs", "auto") != "auto":
+        spec["epochs"] = int(hyper["n_epochs"])
+    if hyper.get("batch_size", "auto") != "auto":
+        spec["batch_size"] = int(hyper["batch_size"])
+    if hyper.get("learning_rate_multiplier", "auto") != "auto":
+        spec["lr_multiplier"] = float(hyper["learning_rate_multiplier"])
+    spec.setdefault("eval", {})["compare_base"] = bool(files.get("validation_file"))
+    return spec
+
+
+def run_dir_of(job: JobRecord, settings: ServerSettings) -> RunDir:
+    return RunDir(settings.jobs_dir / job.id / "run")
+
+
+def _die_with_parent() -> None:  # runs in the child before exec
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def metrics_event(data: dict[str, Any], total: int | None) -> dict[str, Any]:
+    """Our step record in OpenAI's metrics-event shape (fixed field names)."""
+    out: dict[str, Any] = {"step": data.get("step"), "total_steps": total}
+    names = {
+        "loss": "train_loss",
+        "token_accuracy": "train_mean_token_accuracy",
+        "val_loss": "valid_loss",
+        "val_token_accuracy": "valid_mean_token_accuracy",
+    }
+    for ours, theirs in names.items():
+        if ours in data:
+            out[theirs] = data[ours]
+    for key in ("lr", "grad_norm", "trained_tokens", "tokens_per_s", "epoch"):
+        if key in data:
+            out[key] = data[key]
+    return out
+
+
+def results_csv(run: RunDir) -> str:
+    buf = _io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"])
+    for m in run.read_metrics():
+        w.writerow(
+            [
+                m.get("step"),
+                m.get("loss"),
+                m.get("token_accuracy"),
+                m.get("val_loss", ""),
+                m.get("val_token_accuracy", ""),
+            ]
+        )
+    return buf.getvalue()
+
+
+class Worker:
+    def __init__(self, settings: ServerSettings, *, worker_id: str | None = None):
+        self.settings = settings
+        self.store = Store(settings.db_url)
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{new_id('job')[-6:]}"
+        self.stop = threading.Event()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def run(self, *, poll_s: float = 1.0, max_jobs: int | None = None) -> int:
+        """Claim and run jobs until stopped (or `max_jobs` have run); returns how many ran."""
+        done = 0
+        while not self.stop.is_set() and (max_jobs is None or done < max_jobs):
+            job = queue.claim(self.store, self.id, lease_s=self.settings.lease_s)
+            if job is None:
+                self.stop.wait(poll_s)
+                continue
+            self.run_job(job)
+            done += 1
+        return done
+
+    # -- one job ------------------------------------------------------------------------------
+    def _say(self, job: JobRecord, text: str, level: str = "info") -> None:
+        repo.add_events(self.store, job.id, [{"level": level, "message": text, "type": "message"}])
+
+    def _files(self, job: JobRecord) -> dict[str, str] | None:
+        out: dict[str, str] = {}
+        for param in ("training_file", "validation_file"):
+            file_id = getattr(job, param)
+            if not file_id:
+                continue
+            record = repo.get_file(self.store, job.project, file_id)
+            if record is None or not Path(record.path).is_file():
+                queue.finish(
+                    self.store,
+                    job.id,
+                    self.id,
+                    "failed",
+                    error={
+                        "code": f"invalid_{param}",
+                        "param": param,
+                        "message": f"{param} {file_id} no longer exists",
+                    },
+                )
+                return None
+            out[param] = record.path
+        return out
+
+    def _command(self, job: JobRecord, run: RunDir) -> list[str]:
+        base = [sys.executable, "-m", "tunesmith.cli", "train"]
+        if run.holds_run():
+            return [*base, "--resume", str(run.path), "--no-progress"]
+        files = self._files(job)
+        if files is None:
+            return []
+        spec = job_spec(job, self.settings, files)
+        path = self.settings.jobs_dir / job.id / "spec.json"
+        atomic_write(path, json.dumps(spec, indent=2))
+        return [*base, str(path), "--no-progress"]
+
+    def run_job(self, job: JobRecord) -> None:
+        run = run_dir_of(job, self.settings)
+        run.path.parent.mkdir(parents=True, exist_ok=True)
+        repo.update_job(self.store, job.id, run_dir=str(run.path))
+        if job.status == "pausing":  # taken over while pausing: it is paused now
+            queue.release(self.store, job.id, self.id, to="paused")
+            return
+        if run.finished():  # the previous worker died after training, before recording
+            self._succeed(job, run)
+            return
+        cmd = self._command(job, run)
+        if not cmd:
+            return
+        resumed = "--resume" in cmd
+        self._say(
+            job,
+            ("Resuming from the last checkpoint" if resumed else "Training started")
+            + f" (worker {self.id})",
+        )
+        log = open(run.path.parent / "worker.log", "ab")  # noqa: SIM115 (the child's output)
+        env = {**os.environ, "TUNESMITH_HOME": str(self.settings.home), "PYTHONUNBUFFERED": "1"}
+        child = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=_die_with_parent,
+            close_fds=True,
+        )
+        try:
+            outcome = self._follow(job, run, child)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            log.close()
+        self._record(job, run, outcome, child.returncode)
+
+    def _follow(self, job: JobRecord, run: RunDir, child: subprocess.Popen) -> str:
+        """Forward events and keep the lease until the child exits. Returns 'done', 'lost'
+        (the lease went to another worker: stop at once) or 'stopped' (this worker stops)."""
+        offset_file = run.path.parent / "events.offset"
+        offset = int(offset_file.read_text()) if offset_file.is_file() else 0
+        total: int | None = None
+        last_metrics: dict[str, Any] = {}
+        stop_sent = False
+        next_beat = time.monotonic() + self.settings.heartbeat_s
+        while True:
+            finished = child.poll() is not None
+            offset, total, last_metrics = self._forward(job, run, offset, total, last_metrics)
+            atomic_write(offset_file, str(offset))
+            if finished:
+                return "done"
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self.settings.heartbeat_s
+                now = queue.heartbeat(self.store, job.id, self.id, lease_s=self.settings.lease_s)
+                if now is None:
+                    child.kill()
+                    return "lost"
+                if not stop_sent and (
+                    now.cancel_requested or now.status in ("cancelled", "pausing")
+                ):
+                    run.request_cancel()  # the child checkpoints and exits
+                    stop_sent = True
+            if self.stop.is_set() and not stop_sent:
+                run.request_cancel()
+                stop_sent = True
+            time.sleep(0.2)
+
+    def _forward(
+        self, job: JobRecord, run: RunDir, offset: int, total: int | None, last: dict[str, Any]
+    ) -> tuple[int, int | None, dict[str, Any]]:
+        if not run.events.is_file():
+            return offset, total, last
+        with open(run.events, encoding="utf-8") as fh:
+            fh.seek(offset)
+            chunk = fh.read()
+        end = chunk.rfind("\n") + 1
+        if end == 0:
+            return offset, total, last
+        rows: list[dict[str, Any]] = []
+        for line in chunk[:end].splitlines():
+            try:
+                event = events.Event.from_dict(json.loads(line))
+            except (ValueError, TypeError):
+                continue
+            if event.kind == "status" and event.total:
+                total = int(event.total)
+            if event.kind == "metrics":
+                data = metrics_event(event.data, int(event.total or total or 0) or None)
+                last = data
+                parts = [f"Step {data['step']}/{data['total_steps']}"]
+                if "train_loss" in data:
+                    parts.append(f"training loss={data['train_loss']:.4f}")
+                if "valid_loss" in data:
+                    parts.append(f"validation loss={data['valid_loss']:.4f}")
+                rows.append(
+                    {
+                        "level": "info",
+                        "type": "metrics",
+                        "message": ", ".join(parts),
+                        "data": data,
+                        "created_at": int(event.timestamp),
+                    }
+                )
+                self._estimate(job, event)
+            elif event.kind == "checkpoint" and event.step is not None:
+                metrics = {
+                    k: v
+                    for k, v in last.items()
+                    if k
+                    in (
+                        "step",
+                        "train_loss",
+                        "train_mean_token_accuracy",
+                        "valid_loss",
+                        "valid_mean_token_accuracy",
+                    )
+                }
+                repo.add_checkpoint(
+                    self.store,
+                    job.id,
+                    step=int(event.step),
+                    metrics=metrics,
+                    fine_tuned_model_checkpoint=f"{fine_tuned_name(job)}:ckpt-step-{event.step}",
+                    path=str(event.data.get("path", run.checkpoint(int(event.step)))),
+                )
+                rows.append(
+                    {
+                        "level": "info",
+                        "type": "message",
+                        "created_at": int(event.timestamp),
+                        "message": f"Checkpoint created at step {event.step}",
+                    }
+                )
+                self._forget_pruned(job)
+            elif event.kind == "message" and event.message and event.level != "debug":
+                if event.phase == "setup" and event.message.startswith("resolved config:"):
+                    continue  # long; the run directory keeps it
+                rows.append(
+                    {
+                        "level": LEVELS.get(event.level, "info"),
+                        "type": "message",
+                        "message": event.message[:2000],
+                        "created_at": int(event.timestamp),
+                    }
+                )
+        if rows:
+            repo.add_events(self.store, job.id, rows)
+        return offset + len(chunk[:end].encode("utf-8")), total, last
+
+    def _forget_pruned(self, job: JobRecord) -> None:
+        """The run keeps its newest checkpoints (keep_checkpoints) and deletes older ones; a
+        checkpoint gone from disk is no longer a model."""
+        listed, _ = repo.list_checkpoints(self.store, job.id, limit=1000)
+        for ckpt in listed:
+            if not Path(ckpt.path).is_dir():
+                repo.delete_model(self.store, job.project, ckpt.fine_tuned_model_checkpoint)
+
+    def _estimate(self, job: JobRecord, event: events.Event) -> None:
+        step, total = event.step or 0, event.total or 0
+        elapsed = float(event.data.get("elapsed_s") or 0.0)
+        if step and total and elapsed:
+            eta = time.time() + elapsed / step * (total - step)
+            repo.update_job(self.store, job.id, estimated_finish=int(eta))
+
+    def _record(self, job: JobRecord, run: RunDir, outcome: str, code: int | None) -> None:
+        if outcome == "lost":
+            return  # another worker owns the job now
+        status = run.status
+        current = repo.get_job_any(self.store, job.id)
+        if status in ("completed", "early_stopped") and run.has_final():
+            self._succeed(job, run)
+        elif status == "cancelled" or outcome == "stopped" or self.stop.is_set():
+            if current is not None and current.status == "pausing":
+                queue.release(self.store, job.id, self.id, to="paused")
+                self._say(job, "Job paused; resume continues from the last checkpoint")
+            elif current is not None and current.status == "cancelled":
+                self._say(job, "Job cancelled")
+            else:  # this worker is shutting down: give the job back to the queue
+                queue.release(self.store, job.id, self.id, to="queued")
+        else:
+            reason = run.manifest().get("error") or f"the training process exited with code {code}"
+            error = {"code": "training_failed", "message": str(reason)[:2000], "param": None}
+            queue.finish(self.store, job.id, self.id, "failed", error=error)
+            self._say(job, f"Job failed: {reason}", "error")
+
+    def _succeed(self, job: JobRecord, run: RunDir) -> None:
+        manifest = run.manifest()
+        path = self.settings.files_dir / new_id("file")
+        text = results_csv(run)
+        atomic_write(path, text)
+        import hashlib
+
+        record = repo.create_file(
+            self.store,
+            job.project,
+            filename="step_metrics.csv",
+            purpose="fine-tune-results",
+            bytes=len(text.encode()),
+            path=str(path),
+            sha256=hashlib.sha256(text.encode()).hexdigest(),
+            status="processed",
+        )
+        name = fine_tuned_name(job)
+        done = queue.finish(
+            self.store,
+            job.id,
+            self.id,
+            "succeeded",
+            fine_tuned_model=name,
+            trained_tokens=int(manifest.get("trained_tokens") or 0),
+            result_files=[record.id],
+            estimated_finish=None,
+        )
+        if done is not None:
+            self._say(job, f"New fine-tuned model created: {name}")
+            self._say(job, "The job has successfully completed")

@@ -1,0 +1,36 @@
+"""tunesmith.server.schemas: hyperparameters wherever the request put them; bounds."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from tunesmith.server.schemas import JobCreate
+
+
+def test_method_hyperparameters_win_over_the_legacy_form() -> None:
+    body = JobCreate(
+        model="m",
+        training_file="f",
+        hyperparameters={"n_epochs": 5},
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}},
+    )
+    assert body.hyper() == {"n_epochs": 2, "batch_size": "auto", "learning_rate_multiplier": "auto"}
+    legacy = JobCreate(model="m", training_file="f", hyperparameters={"batch_size": 4})
+    assert legacy.hyper()["batch_size"] == 4 and legacy.hyper()["n_epochs"] == "auto"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"hyperparameters": {"n_epochs": 0}},
+        {"hyperparameters": {"learning_rate_multiplier": -1}},
+        {"hyperparameters": {"batch_size": "big"}},
+        {"suffix": "../x"},
+        {"metadata": {"k" * 65: "v"}},
+        {"seed": -1},
+    ],
+)
+def test_out_of_bounds_requests_are_refused(bad) -> None:
+    with pytest.raises(ValidationError):
+        JobCreate(model="m", training_file="f", **bad)

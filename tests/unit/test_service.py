@@ -1,0 +1,28 @@
+"""tunesmith.service: the operator's settings, above all the key -> project table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tunesmith.service import ServerSettings
+
+
+def test_keys_map_to_projects_from_env_and_file(tmp_path: Path, monkeypatch) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("# a comment\nteam-b:key-b\n\nkey-c\n", encoding="utf-8")
+    monkeypatch.setenv("TUNESMITH_API_KEYS", "team-a:key-a, key-x")
+    s = ServerSettings(home=tmp_path, api_keys_file=keys)
+    assert s.keys() == {
+        "key-a": "team-a",
+        "key-x": "default",
+        "key-b": "team-b",
+        "key-c": "default",
+    }
+    assert ServerSettings(home=tmp_path, api_keys=None).keys() == {}  # authentication off
+
+
+def test_paths_and_database_default_to_the_home(tmp_path: Path) -> None:
+    s = ServerSettings(home=tmp_path / "h")
+    assert s.db_url == f"sqlite:///{tmp_path / 'h' / 'tunesmith.db'}"
+    assert s.files_dir == tmp_path / "h" / "files" and s.jobs_dir == tmp_path / "h" / "jobs"
+    assert ServerSettings(home=tmp_path, db="postgresql://x/y").db_url == "postgresql://x/y"
