@@ -45,6 +45,9 @@ class ServerSettings(BaseSettings):
     allow_python_graders: bool = False
     max_loaded_models: int = Field(4, ge=1, description="models kept in memory for inference")
     max_tokens_limit: int = Field(4096, ge=1, description="the most max_tokens a request may ask")
+    gpus_per_job: int = Field(
+        1, ge=1, le=64, description="processes (GPUs) per job; above 1 a job runs under torchrun"
+    )
     job_defaults: dict[str, Any] = Field(
         default_factory=dict,
         description="run-spec keys merged into every job's spec (operator only), e.g. "

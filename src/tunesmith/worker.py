@@ -168,6 +168,10 @@ class Worker:
 
     def _command(self, job: JobRecord, run: RunDir) -> list[str]:
         base = [sys.executable, "-m", "tunesmith.cli", "train"]
+        if self.settings.gpus_per_job > 1:  # one process per GPU, PyTorch's own launcher
+            n = str(self.settings.gpus_per_job)
+            launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+            base = [*launcher, "--nproc-per-node", n, "-m", "tunesmith.cli", "train"]
         if run.holds_run():
             return [*base, "--resume", str(run.path), "--no-progress"]
         files = self._files(job)

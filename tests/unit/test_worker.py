@@ -99,3 +99,19 @@ def test_names_metrics_and_results(tmp_path: Path) -> None:
         "1,2.0,0.1,,",
         "3,1.5,0.5,1.7,0.4",
     ]
+
+
+def test_a_multi_gpu_job_runs_under_torchrun(tmp_path: Path) -> None:
+    from tunesmith.worker import Worker
+
+    settings = ServerSettings(home=tmp_path, models={"tiny": "/m"}, gpus_per_job=4)
+    worker = Worker(settings)
+    try:
+        run = RunDir(tmp_path / "run")
+        run.path.mkdir()
+        run.write_manifest({"status": "running"})  # a run to resume: no files needed
+        cmd = worker._command(_job(), run)
+    finally:
+        worker.close()
+    assert cmd[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4"]
+    assert cmd[6:] == ["-m", "tunesmith.cli", "train", "--resume", str(run.path), "--no-progress"]
