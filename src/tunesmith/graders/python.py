@@ -3,9 +3,13 @@
 A grader a user writes in Python is called as `fn(prediction, reference)` or, when it takes a
 third positional parameter, `fn(prediction, reference, prompt)` (the prompt messages as a list
 of dicts); it returns a bool or a number. It is the user's own code, run on the user's own
-machine, in this process, exactly like a plugin they import; it is only ever loaded when the
-user names it in `--metrics` or in their config. (A server running other people's graders
-must isolate them first: own process, time and memory limits, no network.)
+machine, in this process, exactly like a plugin they import. So it is only ever loaded when
+the user names it on this command line (`--metrics`, an api call's `metrics=`) or in the spec
+they train with; a run directory's saved config names code that another person may have
+written, so `compare RUN` imports it only with an explicit `--trust-run-config`
+(`tunesmith.eval.compare`). Every import is announced (a message event naming the file).
+(A server running other people's graders must isolate them first: own process, time and
+memory limits, no network.)
 
 The number is taken as it is (`bounded=False`): a user grader may score 0..1, 0..10 or
 count something; NaN or a non-number is a user error naming the grader.
@@ -22,16 +26,32 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tunesmith import events
 from tunesmith.errors import ConfigError
+from tunesmith.events import Reporter
 from tunesmith.graders.base import Grader, Item, Sample
 
 
-def _import(target: str) -> Any:
+def grader_file(target: str) -> str:
+    """The file `target` (`path.py` or `module`) would import, found without running it."""
+    if target.endswith(".py"):
+        return str(Path(target).expanduser().resolve())
+    try:
+        found = importlib.util.find_spec(target.partition(".")[0])
+    except (ImportError, ValueError):
+        found = None
+    origin = getattr(found, "origin", None)
+    return f"module {target}" + (f" ({origin})" if origin else "")
+
+
+def _import(target: str, on_event: Reporter | None = None) -> Any:
+    report = events.reporter(on_event)
     try:
         if target.endswith(".py"):
             path = Path(target).expanduser().resolve()
             if not path.is_file():
                 raise ConfigError(f"grader file {target} does not exist")
+            report(events.message(f"importing user grader code from {path}", phase="graders"))
             mod_spec = importlib.util.spec_from_file_location(
                 f"_tunesmith_grader_{path.stem}", path
             )
@@ -41,6 +61,9 @@ def _import(target: str) -> Any:
             return module
         if "" not in sys.path and "." not in sys.path:
             sys.path.insert(0, "")  # like `python -m`: modules beside the user's cwd
+        report(
+            events.message(f"importing user grader code: {grader_file(target)}", phase="graders")
+        )
         return importlib.import_module(target)
     except ConfigError:
         raise
@@ -60,12 +83,13 @@ def _wants_prompt(fn: Callable[..., Any]) -> bool:
     return len(params) >= 3
 
 
-def code_grader(spec: str) -> Grader:
-    """Import `module:function` or `path/to/file.py:function` and wrap it as a grader."""
+def code_grader(spec: str, on_event: Reporter | None = None) -> Grader:
+    """Import `module:function` or `path/to/file.py:function` and wrap it as a grader (the
+    import is announced to `on_event` first, naming the file)."""
     target, _, attr = spec.rpartition(":")
     if not target or not attr:
         raise ConfigError(f"grader {spec!r} must look like module:function")
-    module = _import(target)
+    module = _import(target, on_event)
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ConfigError(f"grader {spec!r}: {target} has no function {attr!r}")

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tunesmith.errors import ConfigError
+from tunesmith.events import Reporter
 from tunesmith.graders import string_check, structured, text_similarity
 from tunesmith.graders.base import Grader, Score, parse_json
 from tunesmith.graders.python import code_grader
@@ -55,10 +56,21 @@ _SIMPLE: dict[str, tuple[Score, str]] = {
 }
 
 
+def is_code_grader(spec: str) -> bool:
+    """True for a spec that imports user code (`module:function`, `path/to/file.py:function`):
+    a `:` after a name that is not a built-in grader (`regex:...`, `json_key:...` are not)."""
+    spec = spec.strip()
+    return ":" in spec and spec.partition(":")[0] not in BUILTIN
+
+
 def build_grader(
-    spec: str, references: Sequence[str], schema: dict[str, Any] | None = None
+    spec: str,
+    references: Sequence[str],
+    schema: dict[str, Any] | None = None,
+    on_event: Reporter | None = None,
 ) -> Grader:
-    """Turn a grader spec (see the module docstring) into a `Grader` for these references."""
+    """Turn a grader spec (see the module docstring) into a `Grader` for these references
+    (a code grader's import is announced to `on_event`)."""
     spec = spec.strip()
     name, _, arg = spec.partition(":")
     simple = _SIMPLE.get(name)
@@ -96,7 +108,7 @@ def build_grader(
             bounded=False,
         )
     if ":" in spec:
-        return code_grader(spec)
+        return code_grader(spec, on_event)
     raise ConfigError(
         f"unknown metric {spec!r}",
         hint=f"use one of {', '.join(BUILTIN)}, or module:function for your own grader",
@@ -124,12 +136,15 @@ def default_grader_names(references: Sequence[str]) -> list[str]:
 
 
 def build_graders(
-    names: Sequence[str] | None, references: Sequence[str], schema: dict[str, Any] | None = None
+    names: Sequence[str] | None,
+    references: Sequence[str],
+    schema: dict[str, Any] | None = None,
+    on_event: Reporter | None = None,
 ) -> list[Grader]:
     """Graders for `names` (default: chosen from the references); a name listed twice is an
     error, since it would count twice in every table."""
     chosen = list(names) if names else default_grader_names(references)
-    graders = [build_grader(n, references, schema) for n in chosen]
+    graders = [build_grader(n, references, schema, on_event) for n in chosen]
     seen: set[str] = set()
     for g in graders:
         if g.name in seen:

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from tunesmith import __version__
 from tunesmith.server import errors
-from tunesmith.server.routes import chat, files, fine_tuning, models
+from tunesmith.server.routes import chat, files, fine_tuning, graders, models
 from tunesmith.service import ServerSettings
 
 
@@ -46,7 +46,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.pool = ModelPool(settings.max_loaded_models)
     app.state.started = time.time()
     errors.install(app)
-    for module in (files, fine_tuning, models, chat):
+    for module in (files, fine_tuning, graders, models, chat):
         app.include_router(module.router, prefix="/v1")
 
     @app.get("/health")

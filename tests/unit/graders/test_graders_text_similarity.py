@@ -1,4 +1,4 @@
-"""Text similarity: ROUGE-L known values and the descriptive length grader."""
+"""Text similarity: ROUGE-L known values (Google's rouge-score) and the length grader."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import pytest
 from grader_cases import score
 
 from tunesmith.graders import build_grader
-from tunesmith.graders.text_similarity import lcs_length
 
 
 def test_rouge_l_known_values() -> None:
@@ -17,7 +16,23 @@ def test_rouge_l_known_values() -> None:
     assert score("rouge_l", "the cat was on the mat", "the cat sat on the mat") == pytest.approx(
         5 / 6
     )
-    assert lcs_length(list("ABCBDAB"), list("BDCABA")) == 4
+    assert score("rouge_l", "", "") == 1.0
+
+
+def test_rouge_l_agrees_with_rouge_score_and_also_scores_non_ascii() -> None:
+    from rouge_score import rouge_scorer
+
+    library = rouge_scorer.RougeScorer(["rougeL"])  # its own default tokeniser
+    pairs = [
+        ("The quick brown fox jumps over the lazy dog.", "A quick brown dog jumps over a fox!"),
+        ("Refunds take 5-7 business days.", "Your refund arrives in 5 to 7 business days"),
+        ("yes", "no"),
+    ]
+    for pred, ref in pairs:
+        expected = library.score(ref, pred)["rougeL"].fmeasure
+        assert score("rouge_l", pred, ref) == pytest.approx(expected)
+    assert library.score("Привет мир", "Привет мир")["rougeL"].fmeasure == 0  # ASCII only
+    assert score("rouge_l", "Привет мир", "Привет мир") == 1.0
 
 
 def test_length_counts_words_and_has_no_direction() -> None:
