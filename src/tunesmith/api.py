@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 # ---------------------------------------------------------------------------------------------
 # Models and inference
@@ -49,9 +49,37 @@ def load_model(
     return _load(name, device=device, dtype=dtype, on_event=on_event)
 
 
+@overload
+def generate(  # type: ignore[overload-overlap]  # a str is a Sequence[str] too: first wins
+    model: str | Path | LoadedModel | MergedModel,
+    prompts: str | Sequence[dict[str, str]],
+    *,
+    max_new_tokens: int = ...,
+    temperature: float = ...,
+    seed: int | None = ...,
+    system: str | None = ...,
+    device: str | None = ...,
+    dtype: str | None = ...,
+) -> str: ...
+
+
+@overload
 def generate(
     model: str | Path | LoadedModel | MergedModel,
-    prompts: str | Sequence[str] | Sequence[Sequence[dict[str, str]]],
+    prompts: Sequence[str] | Sequence[Sequence[dict[str, str]]],
+    *,
+    max_new_tokens: int = ...,
+    temperature: float = ...,
+    seed: int | None = ...,
+    system: str | None = ...,
+    device: str | None = ...,
+    dtype: str | None = ...,
+) -> list[str]: ...
+
+
+def generate(
+    model: str | Path | LoadedModel | MergedModel,
+    prompts: Any,
     *,
     max_new_tokens: int = 256,
     temperature: float = 0.0,
@@ -59,8 +87,10 @@ def generate(
     system: str | None = None,
     device: str | None = None,
     dtype: str | None = None,
-) -> list[str]:
-    """Answer prompts (strings or message lists) through the model's chat template.
+) -> str | list[str]:
+    """Answer through the model's chat template: one prompt (a string, or one conversation as
+    a list of message dicts) gives one answer, a string; a list of prompts (strings or
+    conversations) gives a list of answers, in order (generated as one batch).
 
     `model` is a name the registry resolves, an already loaded `LoadedModel`, or a
     `MergedModel` (`merge_adapter`).
@@ -69,10 +99,21 @@ def generate(
     from tunesmith.inference import generate as _generate
 
     lm = load_model(model, device=device, dtype=dtype) if isinstance(model, (str, Path)) else model
-    items = [prompts] if isinstance(prompts, str) else list(prompts)
+    single = isinstance(prompts, str) or _is_conversation(prompts)
+    items = [prompts] if single else list(prompts)
     conversations = [_as_messages(p, system) for p in items]
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
-    return _generate(lm.model, lm.tokenizer, conversations, settings)
+    answers = _generate(lm.model, lm.tokenizer, conversations, settings)
+    return answers[0] if single else answers
+
+
+def _is_conversation(value: Any) -> bool:
+    """One conversation: a non-empty list of message dicts (not a list of prompts)."""
+    return (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and all(isinstance(m, dict) and "role" in m for m in value)
+    )
 
 
 def stream_chat(
@@ -141,12 +182,14 @@ def validate_data(
     *,
     model: str | Path | PreTrainedTokenizerBase | None = DEFAULT_DATA_MODEL,
     validation: str | Path | None = None,
-    max_seq_len: int = 2048,
+    max_seq_len: int | None = None,
     truncate: bool = False,
     format: str | None = None,
     train_on: str = "assistant",
     adapter: str = "lora",
     estimate: bool = True,
+    method: str | None = "supervised",
+    dedupe: bool = False,
     on_event: Reporter | None = None,
 ) -> ValidationReport:
     """Validate a data file (`tunesmith data validate`) and return its `ValidationReport`.
@@ -155,8 +198,19 @@ def validate_data(
     (token counts, over-long rows), and the automatic hyperparameters and a training-time
     estimate are filled in; `model=None` checks structure only. Reading reports `progress`
     events (bytes read; phases `validate:train`, `validate:validation`) to `on_event`.
+    `max_seq_len` defaults to training's (`data.max_seq_len`), so the prediction is the run.
+    `report.methods` says which training methods can use the data; the one training would use
+    (`method`, supervised by default; None: no judgement) must fit, else it is an error.
+    Exact duplicates are warnings; `dedupe=True` drops the repeats as training would.
     """
+    from tunesmith.config import DEFAULT_MAX_SEQ_LEN
+    from tunesmith.data.methods import method_type
     from tunesmith.data.validate import add_estimates, check_options, count_parameters, validate
+
+    if max_seq_len is None:
+        max_seq_len = DEFAULT_MAX_SEQ_LEN
+    if method is not None:
+        method = method_type(method)
 
     # Bad options or a missing file fail before the (slow) tokenizer is loaded.
     check_options(
@@ -177,6 +231,8 @@ def validate_data(
         train_on=train_on,
         model=None if model is None else str(getattr(model, "name_or_path", model)),
         on_event=on_event,
+        method=method,
+        dedupe=dedupe,
     )
     if estimate and report.files and report.files[0].rows_ok:
         import json
@@ -289,18 +345,22 @@ def train(
     *,
     on_event: Reporter | None = None,
     compare_base: bool | None = None,
+    force: bool = False,
 ) -> RunResult:
     """Train a model (`RunResult`: .run_dir, .final_dir, .metrics, .status), then, when the
     run has held-out data and `eval.compare_base` is on (or `compare_base=True`), compare the
     tuned model with its base model (RUN_DIR/eval/).
 
     `spec` is a RunSpec, a dict or a YAML path; `overrides` are dotted `key=value` strings.
+    `output_dir` must be new, empty or a run to refuse; `force=True` writes into an existing
+    non-empty directory that is not a run (never into a filesystem root or the home folder).
     Progress, metrics and messages arrive as events through `on_event`. Works the same under
-    `torchrun` (DDP/FSDP)."""
+    `torchrun` (DDP/FSDP). Code graders in the spec's `eval.metrics` are the caller's own and
+    are imported for the end-of-run comparison (announced as a message event)."""
     from tunesmith.train.run import train as _train
 
-    result = _train(spec, overrides, on_event=on_event)
-    _compare_after_training(result, on_event, compare_base)
+    result = _train(spec, overrides, on_event=on_event, force=force)
+    _compare_after_training(result, on_event, compare_base, trusted=True)
     return result
 
 
@@ -312,15 +372,17 @@ def resume(
     from tunesmith.train.run import resume as _resume
 
     result = _resume(run_dir, on_event=on_event)
-    _compare_after_training(result, on_event, compare_base)
+    _compare_after_training(result, on_event, compare_base, trusted=False)
     return result
 
 
 def _compare_after_training(
-    result: RunResult, on_event: Reporter | None, compare_base: bool | None
+    result: RunResult, on_event: Reporter | None, compare_base: bool | None, *, trusted: bool
 ) -> None:
     """The end-of-run verdict. A failed comparison never loses the trained model: it is
-    reported as a warning and the run stays as it finished."""
+    reported as a warning and the run stays as it finished. `trusted`: the run's config is
+    the spec this caller just gave (a fresh run), not one read back from the directory
+    (resume), so its code graders may be imported."""
     from tunesmith import events
 
     report = events.reporter(on_event)
@@ -333,9 +395,15 @@ def _compare_after_training(
         return
     report(events.message("comparing the tuned model with the base model on held-out data ..."))
     try:
-        compare(result.run_dir, on_event=on_event)
+        comparison = compare(result.run_dir, on_event=on_event, trust_run_config=trusted)
     except Exception as exc:  # the trained model is safe on disk; report, do not lose the run
         report(events.message(f"base-vs-tuned comparison failed: {exc}", level="warning"))
+        return
+    from tunesmith.eval.report import summary_events
+
+    result.comparison = comparison
+    for event in summary_events(comparison):  # the verdict, every warning, the report's path
+        report(event)
 
 
 def cancel(run_dir: str | Path) -> None:
@@ -370,25 +438,40 @@ def evaluate(
     metrics: Sequence[str] | None = None,
     output_dir: str | Path | None = None,
     on_event: Reporter | None = None,
+    trust_run_config: bool = False,
+    force: bool = False,
     **options: Any,
 ) -> ComparisonResult:
-    """Evaluate a model (alias, dir, run dir) on held-out data, against `baseline` when given
-    (`tunesmith eval`). A run dir without a baseline is compared with its own base model.
-    Returns a `ComparisonResult`; with `output_dir`, writes results.json/report.md/report.html.
+    """Evaluate a model (alias, dir, run dir, a run's checkpoint `RUN@step-N`) on held-out
+    data, against `baseline` when given (`tunesmith eval`). A run dir or checkpoint without a
+    baseline is compared with its run's base model (a code grader its config names is
+    imported only with `trust_run_config=True`); its reports go to a new folder of their own,
+    `RUN/evals/<data>-<time>/` (the training-time report in RUN/eval is never replaced).
+    Returns a `ComparisonResult`; with `output_dir`, writes results.json/report.md/report.html
+    there — refused when it already holds a report, unless `force`.
     Options: main_metric, schema (dict or JSON file), max_new_tokens, batch_size, seed, loss,
     reference (None/'bundled'/'sharegpt'/path/False), forgetting_threshold, long_prompt, limit.
     Progress goes to `on_event` as `progress` events, one phase per step.
     """
     from tunesmith.eval.compare import compare_models, compare_run, load_schema
-    from tunesmith.runs import RunDir
+    from tunesmith.eval.report import check_report_dir
+    from tunesmith.runs import RunDir, checkpoint_ref
 
+    if output_dir is not None:
+        check_report_dir(Path(output_dir), force=force)
     if isinstance(options.get("schema"), (str, Path)):
         options["schema"] = load_schema(options["schema"])
-    run = RunDir(model) if isinstance(model, (str, Path)) and RunDir.is_run(model) else None
-    if run is not None and baseline is None:
+    named = isinstance(model, (str, Path))
+    checkpoint = checkpoint_ref(model) if named else None
+    run = RunDir(model) if named and RunDir.is_run(model) else None
+    if (run is not None or checkpoint is not None) and baseline is None:
         return compare_run(
-            run.path, data, metrics=metrics, output_dir=output_dir, on_event=on_event, **options
-        )
+            model, data, metrics=metrics, output_dir=output_dir, on_event=on_event,
+            trust_run_config=trust_run_config, **options,
+        )  # fmt: skip
+    owner = checkpoint[0] if checkpoint is not None else run
+    if owner is not None and output_dir is None:  # against another baseline: a new folder too
+        output_dir = owner.new_eval_dir(data)
     if run is not None and run.has_final():
         model = run.final
     return compare_models(
@@ -402,13 +485,36 @@ def compare(
     *,
     output_dir: str | Path | None = None,
     on_event: Reporter | None = None,
+    trust_run_config: bool = False,
     **options: Any,
 ) -> ComparisonResult:
     """Base vs tuned for a finished run (`tunesmith compare`): defaults to the run's base model
-    and validation data; reports go to the run's eval/. Returns a `ComparisonResult`."""
+    and validation data; reports go to the run's eval/. Returns a `ComparisonResult`.
+
+    A run directory may be someone else's: a code grader (`file.py:function`) its config names
+    under `eval.metrics` is imported only with `trust_run_config=True` (else a ConfigError
+    says so); `metrics=` given here are always used."""
     from tunesmith.eval.compare import compare_run
 
-    return compare_run(run_dir, data, output_dir=output_dir, on_event=on_event, **options)
+    return compare_run(
+        run_dir, data, output_dir=output_dir, on_event=on_event,
+        trust_run_config=trust_run_config, **options,
+    )  # fmt: skip
+
+
+def read_evaluation(run_dir: str | Path) -> dict[str, Any] | None:
+    """The base-vs-tuned results a run's comparison wrote (RUN_DIR/eval), or None."""
+    import json
+
+    from tunesmith.eval.report import results_path
+    from tunesmith.runs import RunDir
+
+    path = results_path(RunDir(run_dir).eval_dir)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def write_comparison_report(result: ComparisonResult, out_dir: str | Path) -> dict[str, Path]:
@@ -416,6 +522,39 @@ def write_comparison_report(result: ComparisonResult, out_dir: str | Path) -> di
     from tunesmith.eval.report import write_reports
 
     return write_reports(result, Path(out_dir))
+
+
+# ---------------------------------------------------------------------------------------------
+# Graders (tunesmith.graders): OpenAI grader objects, for evaluation and rewards
+# ---------------------------------------------------------------------------------------------
+
+
+def validate_grader(
+    grader: dict[str, Any], *, allow_python: bool = False, judges: dict[str, Any] | None = None
+) -> list[str]:
+    """Every problem of an OpenAI-shaped grader object, field first (empty: usable)."""
+    from tunesmith.graders import validate_grader as _validate
+    from tunesmith.graders.judge import LocalJudges
+
+    return _validate(grader, allow_python=allow_python, judges=LocalJudges(judges or {}))
+
+
+def run_grader(
+    grader: dict[str, Any],
+    model_sample: str,
+    item: dict[str, Any] | None = None,
+    *,
+    allow_python: bool = False,
+    judges: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Grade one sample against one item: OpenAI's `graders/run` answer (reward,
+    sub_rewards, metadata.errors). `judges`: the models a score_model grader may use."""
+    from tunesmith.graders.judge import LocalJudges
+    from tunesmith.graders.run import run_grader as _run
+
+    return _run(
+        grader, model_sample, item, allow_python=allow_python, judges=LocalJudges(judges or {})
+    )
 
 
 # ---------------------------------------------------------------------------------------------
