@@ -394,15 +394,17 @@ def _compare_after_training(
     if not (wanted and result.has_validation and result.is_main and result.status != "cancelled"):
         return
     report(events.message("comparing the tuned model with the base model on held-out data ..."))
+    from tunesmith.eval.report import summary_events
+
     try:
         comparison = compare(result.run_dir, on_event=on_event, trust_run_config=trusted)
+        # the verdict, every warning and the report's path: what the user must see
+        summary = summary_events(comparison) if comparison is not None else []
     except Exception as exc:  # the trained model is safe on disk; report, do not lose the run
         report(events.message(f"base-vs-tuned comparison failed: {exc}", level="warning"))
         return
-    from tunesmith.eval.report import summary_events
-
     result.comparison = comparison
-    for event in summary_events(comparison):  # the verdict, every warning, the report's path
+    for event in summary:
         report(event)
 
 

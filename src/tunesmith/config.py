@@ -12,6 +12,7 @@ always says exactly what ran.
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,10 +22,13 @@ from tunesmith.errors import ConfigError
 
 Auto = Literal["auto"]
 DEFAULT_MODEL = "smollm2-135m-instruct"
+# The one default sequence length: training uses it, and `data validate` predicts with it.
+DEFAULT_MAX_SEQ_LEN = 1024
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `learning_rate: .inf` or `warmup: nan` is a typo, never a setting.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class LoraSpec(_Strict):
@@ -40,12 +44,15 @@ class DataSpec(_Strict):
     train: Path | None = None
     validation: Path | None = None
     validation_fraction: float | None = Field(None, gt=0.0, lt=1.0)
-    max_seq_len: int = Field(1024, ge=8)
+    max_seq_len: int = Field(DEFAULT_MAX_SEQ_LEN, ge=8)
     packing: bool = True
     train_on: Literal["assistant", "all", "last"] = "assistant"
     truncate: bool = False
     format: str | None = None
     mix: list[Any] = Field(default_factory=list)
+    dedupe: bool = Field(
+        False, description="drop exact repeats of a row (each dropped line is listed)"
+    )
 
 
 class EvalSpec(_Strict):
@@ -79,11 +86,57 @@ class SupervisedMethod(_Strict):
     type: Literal["supervised"] = "supervised"
 
 
+DEFAULT_DPO_BETA = 0.1
+
+
+def _beta(value: Any) -> Any:
+    """`auto` means the usual 0.1 (what DPO's paper and trl start from)."""
+    return DEFAULT_DPO_BETA if value == "auto" else value
+
+
+class DpoOptions(_Strict):
+    """DPO's knobs. `beta` scales the implicit reward (beta x log-ratio to the reference): small
+    values let the policy move further from the reference. `label_smoothing` assumes that share
+    of pairs is mislabelled (conservative DPO); `loss: ipo` is IPO's squared loss, which does
+    not push margins to infinity on separable data."""
+
+    beta: float = Field(DEFAULT_DPO_BETA, gt=0.0, description="0.1 when auto")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
+    loss: Literal["sigmoid", "ipo"] = "sigmoid"
+    cache_reference: bool = Field(
+        True, description="keep the reference log-probs on disk ($TUNESMITH_HOME/cache)"
+    )
+
+    @field_validator("beta", mode="before")
+    @classmethod
+    def _auto_beta(cls, value: Any) -> Any:
+        return _beta(value)
+
+
 class DpoMethod(_Strict):
-    """Direct preference optimisation on chosen/rejected pairs (its options land with it)."""
+    """Direct preference optimisation on chosen/rejected pairs (train/objectives/dpo.py)."""
 
     type: Literal["dpo"]
-    dpo: dict[str, Any] = Field(default_factory=dict)
+    dpo: DpoOptions = Field(default_factory=DpoOptions)
+
+
+class OrpoOptions(_Strict):
+    """ORPO's weight of the odds-ratio term added to the SFT loss on the chosen answer."""
+
+    beta: float = Field(DEFAULT_DPO_BETA, gt=0.0, description="0.1 when auto")
+
+    @field_validator("beta", mode="before")
+    @classmethod
+    def _auto_beta(cls, value: Any) -> Any:
+        return _beta(value)
+
+
+class OrpoMethod(_Strict):
+    """Odds-ratio preference optimisation: reference-free (train/objectives/orpo.py). Not an
+    OpenAI method; ours is an extension of the same `method` shape."""
+
+    type: Literal["orpo"]
+    orpo: OrpoOptions = Field(default_factory=OrpoOptions)
 
 
 class ReinforcementMethod(_Strict):
@@ -94,15 +147,26 @@ class ReinforcementMethod(_Strict):
 
 
 # Shaped like OpenAI's fine-tuning `method`: {type: supervised | dpo | reinforcement, ...}.
-Method = Annotated[SupervisedMethod | DpoMethod | ReinforcementMethod, Field(discriminator="type")]
+Method = Annotated[
+    SupervisedMethod | DpoMethod | OrpoMethod | ReinforcementMethod, Field(discriminator="type")
+]
 # Short spellings accepted for `method:` (and the `sft` older run directories wrote).
 METHOD_NAMES = {
     "sft": "supervised",
     "supervised": "supervised",
     "dpo": "dpo",
+    "orpo": "orpo",
     "reinforcement": "reinforcement",
     "rft": "reinforcement",
     "grpo": "reinforcement",
+}
+# The methods that train on preference pairs (chosen / rejected answers), not conversations.
+PREFERENCE_METHODS = ("dpo", "orpo")
+# The methods the spec accepts but this version cannot train yet, and why. One table for every
+# layer that has to say so: training refuses them (train/objectives), data validation says
+# which methods a file can feed (data/methods.py), the server will refuse such jobs.
+METHODS_NOT_YET = {
+    "reinforcement": "reinforcement fine-tuning (GRPO with graders) is not available yet",
 }
 
 
@@ -122,8 +186,9 @@ class RunSpec(_Strict):
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     warmup: float = Field(0.03, ge=0.0, description="fraction of steps if < 1, else steps")
     weight_decay: float = Field(0.0, ge=0.0)
-    max_grad_norm: float | None = Field(1.0, description="0 or null disables clipping")
-    seed: int = 0
+    max_grad_norm: float | None = Field(1.0, ge=0.0, description="0 or null disables clipping")
+    # numpy's seed range: torch, numpy and python all accept it (10**26 would fail mid-setup)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     max_steps: int | None = Field(None, ge=1)
     log_every_steps: int = Field(1, ge=1)
     eval: EvalSpec = Field(default_factory=EvalSpec)
@@ -146,7 +211,7 @@ class RunSpec(_Strict):
         if isinstance(value, str):
             if value not in METHOD_NAMES:
                 raise ValueError(
-                    f"unknown method {value!r}; use one of supervised, dpo, reinforcement"
+                    f"unknown method {value!r}; use one of supervised, dpo, orpo, reinforcement"
                 )
             return {"type": METHOD_NAMES[value]}
         return value
@@ -204,7 +269,7 @@ def load_spec(
     else:
         path = Path(spec)
         source = str(path)
-        data, lines = _read_yaml(path)
+        data, lines = read_yaml(path)
     for text in overrides or []:
         _apply_override(data, text, cls)
     return validate_spec(data, source=source, lines=lines, cls=cls)
@@ -223,20 +288,121 @@ def validate_spec(
         raise _config_error(exc, source, lines or {}, cls) from None
 
 
-def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+# A run spec has about a hundred values. Aliases (`*name`) repeat an anchored block without
+# copying it, so a few lines can stand for billions of values (a "YAML bomb"): every walk over
+# the data (key lines, validation, an error quoting the value) would expand them.
+MAX_YAML_VALUES = 10_000
+MAX_CONFIG_BYTES = 4 << 20
+
+
+def read_yaml_text(path: Path, what: str = "config file") -> str:
+    """The text of a YAML file, or a ConfigError naming it: missing, a directory, unreadable,
+    too big, UTF-16 or not UTF-8."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory, not a YAML file")
+    if not path.exists():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{what} is {size >> 20} MiB; a run spec is a few KB of YAML", where=str(path)
+            )
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what}: {exc.strerror or exc}", where=str(path)) from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw[:4096]:
+        raise ConfigError(
+            f"{what} is UTF-16 encoded (or binary), not UTF-8 text",
+            where=str(path),
+            hint="save it as UTF-8",
+        )
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = 1 + raw.count(b"\n", 0, exc.start)
+        raise ConfigError(
+            f"{what} is not valid UTF-8 (byte {exc.start})",
+            where=f"{path}:{line}",
+            hint="save it as UTF-8",
+        ) from None
+
+
+def safe_yaml(text: str, where: str) -> tuple[Any, Any]:
+    """(data, composed node tree) of YAML text: no code (safe_load), and no aliases that expand
+    beyond MAX_YAML_VALUES values or refer to themselves (ConfigError at `where`)."""
     import yaml
 
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
     try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            _check_expansion(node, where)
         data = yaml.safe_load(text)
-        node = yaml.compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"invalid YAML: {problem}", where=f"{path}{line}") from None
+        raise ConfigError(f"invalid YAML: {_short(problem)}", where=f"{where}{line}") from None
+    except RecursionError:
+        raise ConfigError("invalid YAML: nested too deeply", where=where) from None
+    return data, node
+
+
+def _check_expansion(root: Any, where: str) -> None:
+    """Count the values of the tree with every alias expanded, without expanding anything:
+    each node's expanded size once (memoised), children before parents, no recursion."""
+    sizes: dict[int, int] = {}
+    ancestors: set[int] = set()
+    aliased = False
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        kids = _children(node)
+        if children_done:
+            ancestors.discard(key)
+            sizes[key] = 1 + sum(sizes[id(k)] for k in kids)
+            if sizes[key] > MAX_YAML_VALUES:
+                what = "the YAML's aliases (*name) expand to" if aliased else "the YAML holds"
+                raise ConfigError(
+                    f"{what} more than {MAX_YAML_VALUES} values; a run spec needs a few "
+                    "hundred at most",
+                    where=where,
+                    hint="write the values out instead of repeating anchored blocks"
+                    if aliased
+                    else None,
+                )
+            continue
+        if key in sizes:
+            aliased = True  # a node met a second time: an alias
+            continue
+        if key in ancestors:
+            raise ConfigError("a YAML alias (*name) refers to the block that holds it", where=where)
+        ancestors.add(key)
+        stack.append((node, True))
+        for k in kids:
+            if id(k) in sizes:
+                aliased = True
+            else:
+                stack.append((k, False))
+
+
+def _children(node: Any) -> list[Any]:
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    """A YAML config file as (mapping, {dotted key path: 1-based line}); ConfigErrors name the
+    file (and line) for every way it can be unusable."""
+    text = read_yaml_text(path)
+    data, node = safe_yaml(text, str(path))
     if data is None:
         return {}, {}
     if not isinstance(data, dict):
@@ -258,8 +424,6 @@ def _key_lines(node: Any, prefix: tuple[str, ...], out: dict[tuple[str, ...], in
 
 
 def _apply_override(data: dict[str, Any], text: str, cls: type[RunSpec]) -> None:
-    import yaml
-
     if "=" not in text:
         raise ConfigError(
             f"override '{text}' is not key=value", hint="for example: lora.r=8 or epochs=2"
@@ -268,49 +432,62 @@ def _apply_override(data: dict[str, Any], text: str, cls: type[RunSpec]) -> None
     parts = key.strip().split(".")
     _check_path(parts, cls, f"override '{text}'")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
+        value = safe_yaml(raw, f"override '{_short(text)}'")[0] if raw.strip() else None
+    except ConfigError as exc:
+        if "alias" in exc.message or "nested" in exc.message:
+            raise
+        value = raw  # not YAML: the text itself
     node = data
-    for part in parts[:-1]:
+    for depth, part in enumerate(parts[:-1]):
         child = node.get(part)
-        if not isinstance(child, dict):
+        if depth == 0 and part == "method" and not isinstance(child, dict):
+            # `method: dpo` (a name) or no method yet: `method.dpo.beta=0.2` keeps/implies dpo
+            name = child if isinstance(child, str) else parts[1]
+            child = {"type": METHOD_NAMES.get(name, name)} if name in METHOD_NAMES else {}
+            node[part] = child
+        elif not isinstance(child, dict):
             child = {}
             node[part] = child
         node = child
     node[parts[-1]] = value
 
 
+def _block(annotation: Any, key: str | None) -> type[BaseModel] | None:
+    """The block a field holds: its model class; for a union of blocks (`method`), the member
+    that has `key` (else the first member), so `method.dpo.beta=0.2` is checked as DPO's."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    import typing
+
+    members = [
+        a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)
+    ]
+    if not members:
+        return None
+    return next((m for m in members if key in m.model_fields), members[0])
+
+
 def _fields_at(cls: type[BaseModel], parts: list[str]) -> tuple[type[BaseModel] | None, str]:
     """The model class that holds the last key in `parts` (None when it is not a block)."""
     model: type[BaseModel] | None = cls
-    for part in parts[:-1]:
+    for i, part in enumerate(parts[:-1]):
         if model is None or part not in model.model_fields:
             return None, part
-        annotation = model.model_fields[part].annotation
-        model = (
-            annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
-            else None
-        )
+        model = _block(model.model_fields[part].annotation, parts[i + 1])
     return model, parts[-1]
 
 
 def _check_path(parts: list[str], cls: type[RunSpec], what: str) -> None:
     prefix: list[str] = []
     model: type[BaseModel] | None = cls
-    for part in parts:
+    for i, part in enumerate(parts):
         if model is None:
             raise ConfigError(f"{what}: '{'.'.join(prefix)}' has no sub-keys")
         if part not in model.model_fields:
             dotted = ".".join([*prefix, part])
             raise ConfigError(f"{what}: unknown key '{dotted}'", hint=_suggest(part, model, prefix))
-        annotation = model.model_fields[part].annotation
-        model = (
-            annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
-            else None
-        )
+        nxt = parts[i + 1] if i + 1 < len(parts) else None
+        model = _block(model.model_fields[part].annotation, nxt)
         prefix.append(part)
 
 
@@ -374,8 +551,20 @@ def _suggest(key: str, model: type[BaseModel], prefix: list[str]) -> str:
 
 
 _UNION_TAGS = {"int", "float", "str", "bool", "path", "none"}
-_METHOD_TAGS = {"supervised", "dpo", "reinforcement"}
+_METHOD_TAGS = {"supervised", "dpo", "orpo", "reinforcement"}
 _UNION_PREFIXES = ("literal[", "list[", "function-", "lax-or-strict", "constrained-")
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    """A bounded repr for quoting a value in an error: nested or huge values (an expanded YAML
+    alias, a pasted document) are abbreviated, never rendered whole."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 3, 6, 6, 6, 6
+    r.maxstring, r.maxother, r.maxlong = limit, limit, 40
+    text = r.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _config_error(
@@ -404,7 +593,7 @@ def _config_error(
                 hint = _suggest(key, model, loc[:-1])
             problems.append(f"unknown key '{dotted}'{at}")
         else:
-            problems.append(f"'{dotted}'{at}: {err['msg']} (got {err.get('input')!r})")
+            problems.append(f"'{dotted}'{at}: {err['msg']} (got {_short(err.get('input'))})")
     # Deduplicate (a union field reports once per member) while keeping order.
     seen: list[str] = []
     for p in problems:
@@ -425,3 +614,57 @@ def write_spec(spec: RunSpec, path: Path) -> None:
     from tunesmith.io import atomic_write
 
     atomic_write(path, dump_spec(spec))
+
+
+def absolute_paths(spec: RunSpec, base: Path | None = None) -> list[str]:
+    """Make the spec's file paths absolute (relative ones are taken from `base`, default the
+    working directory) and return the keys changed. A run directory is read again later, from
+    wherever the user is then (`--resume`, `compare RUN`): paths as typed would point
+    elsewhere. Data files, mix sources that are files, and the eval files (schema, forgetting
+    reference, long prompt) are resolved; names such as `bundled` or `sharegpt` stay."""
+    root = Path(base) if base is not None else Path.cwd()
+    changed: list[str] = []
+
+    def absolute(value: Any) -> Any:
+        if value is None or isinstance(value, bool) or not isinstance(value, (str, Path)):
+            return None
+        text = str(value)
+        if not text or "\n" in text or len(text) > 4096:
+            return None
+        path = Path(text).expanduser()
+        if path.is_absolute():
+            return None
+        full = root / path
+        try:
+            exists = full.exists()
+        except OSError:
+            return None
+        # abspath, not resolve(): a symlinked data folder keeps the name the user gave it
+        return Path(os.path.abspath(full)) if exists or isinstance(value, Path) else None
+
+    data = spec.data
+    for key in ("train", "validation"):
+        new = absolute(getattr(data, key))
+        if new is not None:
+            setattr(data, key, new)
+            changed.append(f"data.{key}")
+    mix = []
+    for i, entry in enumerate(data.mix):
+        if isinstance(entry, dict):
+            field = "source" if "source" in entry else "path"
+            new = absolute(entry.get(field))
+            entry = {**entry, field: str(new)} if new is not None else entry
+        else:
+            new = absolute(entry)
+            entry = str(new) if new is not None else entry
+        if new is not None:
+            changed.append(f"data.mix[{i}]")
+        mix.append(entry)
+    if mix != list(data.mix):
+        data.mix = mix
+    for key in ("json_schema", "reference", "long_prompt"):
+        new = absolute(getattr(spec.eval, key))
+        if new is not None:
+            setattr(spec.eval, key, str(new))
+            changed.append(f"eval.{key}")
+    return changed

@@ -119,9 +119,10 @@ def demo_spec(
 
 
 def fresh_output_dir(path: Path) -> Path:
-    """`path`, or a new sibling when it already holds a run: a second `tunesmith demo` must
-    not refuse to start, nor overwrite the first run."""
-    if not RunDir(path).holds_run():
+    """`path`, or a new sibling when it already holds a run (or anything else): a second
+    `tunesmith demo` must not refuse to start, nor overwrite the first run or other files."""
+    occupied = path.exists() and (not path.is_dir() or any(path.iterdir()))
+    if not RunDir(path).holds_run() and not occupied:
         return path
     stamp = time.strftime("%Y%m%d-%H%M%S")
     candidate, n = path.with_name(f"{path.name}-{stamp}"), 1
@@ -183,9 +184,11 @@ def run_demo(
 
     say("3/3 comparing base vs tuned on held-out data")
     t = time.perf_counter()
+    eval_dir = run.run.eval_dir  # the held-out set is the demo run's own: its eval/
     comparison = api.compare(
         run.run_dir,
         heldout,
+        output_dir=eval_dir,
         on_event=on_event,
         max_new_tokens=DEMO_MAX_NEW_TOKENS,
         main_metric=DEMO_MAIN_METRIC,
@@ -197,6 +200,5 @@ def run_demo(
     seconds["total"] = time.perf_counter() - t_all
     comparison.timings["demo_total_seconds"] = seconds["total"]
     # Rewrite the reports so they carry the demo's end-to-end time too.
-    eval_dir = run.run.eval_dir
     api.write_comparison_report(comparison, eval_dir)
     return DemoResult(Path(run.run_dir), eval_dir, comparison, seconds)

@@ -367,6 +367,81 @@ def ensure_demo_data(out: Path) -> Path:
     return out
 
 
+# -- preference pairs on the same task (DPO / ORPO: examples/dpo/) ----------------------------
+#
+# The chosen answer is the right JSON; the rejected one is a near miss of the kinds a model
+# really makes on this task: one wrong value (priority, sentiment or category), the right
+# values wrapped in prose or a markdown fence, or the order id dropped or made up. Written in
+# OpenAI's DPO format (input / preferred_output / non_preferred_output).
+PAIR_SEED = SEED + 1
+N_PAIRS, N_HELDOUT_PAIRS = 300, 60
+NEAR_MISSES = ("priority", "sentiment", "category", "prose", "fenced", "order_id")
+
+
+def near_miss(rng: random.Random, label: dict) -> str:
+    """A plausible wrong answer for `label` (one of NEAR_MISSES, drawn with `rng`)."""
+    kind = rng.choice(NEAR_MISSES)
+    bad = dict(label)
+    choices = {
+        "priority": ["low", "medium", "high"],
+        "sentiment": ["positive", "neutral", "negative"],
+        "category": sorted(ISSUES),
+    }
+    if kind in choices:
+        bad[kind] = rng.choice([v for v in choices[kind] if v != label[kind]])
+    elif kind == "order_id":
+        bad["order_id"] = None if label["order_id"] else order_id(rng)
+    text = json.dumps(bad, separators=(", ", ": "))
+    if kind == "prose":
+        return f"Sure! Here is the classification: {text}"
+    if kind == "fenced":
+        return f"```json\n{text}\n```"
+    return text
+
+
+def pair_record(text: str, label: dict, rng: random.Random) -> dict:
+    chat = record(text, label)["messages"]
+    return {
+        "input": {"messages": chat[:2]},
+        "preferred_output": [chat[2]],
+        "non_preferred_output": [{"role": "assistant", "content": near_miss(rng, label)}],
+    }
+
+
+def generate_pairs(
+    n_train: int = N_PAIRS, n_heldout: int = N_HELDOUT_PAIRS, seed: int = PAIR_SEED
+) -> tuple[list[dict], list[dict]]:
+    """Train and held-out preference pairs (held-out messages new, as in `generate`)."""
+    rng = random.Random(seed)
+    seen: set[str] = set()
+
+    def draw(n: int, heldout: bool) -> list[dict]:
+        rows: list[dict] = []
+        while len(rows) < n:
+            text, label = make_example(rng, heldout=heldout)
+            if text not in seen:
+                seen.add(text)
+                rows.append(pair_record(text, label, rng))
+        return rows
+
+    train = draw(n_train, heldout=False)
+    return train, draw(n_heldout, heldout=True)
+
+
+def pairs_main(default_out: Path) -> None:
+    parser = argparse.ArgumentParser(description="write the DPO demo pairs")
+    parser.add_argument("--out", type=Path, default=default_out)
+    parser.add_argument("--train", type=int, default=N_PAIRS)
+    parser.add_argument("--heldout", type=int, default=N_HELDOUT_PAIRS)
+    parser.add_argument("--seed", type=int, default=PAIR_SEED)
+    args = parser.parse_args()
+    train, heldout = generate_pairs(args.train, args.heldout, args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(args.out / "train.jsonl", train)
+    write_jsonl(args.out / "heldout.jsonl", heldout)
+    print(f"wrote {len(train)} training and {len(heldout)} held-out pairs to {args.out}")
+
+
 def main(default_out: Path | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=default_out, required=default_out is None)

@@ -11,7 +11,12 @@ Every run is a folder that says what ran, on what, and what came out:
   checkpoints/step-N complete checkpoints (a COMPLETE marker is written last; checkpoint.py
                      owns what is inside one)
   final/             adapter or full weights + tokenizer + chat template
-  eval/              the base-vs-tuned report (results.json, report.md, report.html)
+  eval/              the base-vs-tuned report (results.json, report.md, report.html) on the
+                     run's own held-out data
+  evals/<data>-<time>/  one report per later evaluation on other data (`tunesmith eval RUN
+                     --data F`): eval/ is never replaced by those
+  checkpoints/step-N/model/  the checkpoint written out as a loadable adapter or model, the
+                     first time it is used as a model (RUN@step-N, RUN@best, RUN@latest)
   CANCEL             present = a cancel was requested (the run saves a checkpoint and stops)
   .lock              held by the one process training in the directory
 
@@ -26,15 +31,22 @@ import hashlib
 import json
 import os
 import platform
+import re
 from pathlib import Path
 from typing import Any
 
-from tunesmith.errors import ConfigError
+from tunesmith.errors import ConfigError, ModelError
 from tunesmith.io import atomic_write, atomic_write_json, read_json
 
 RUN_KIND = "tunesmith-run"
 STATUSES = ("running", "completed", "early_stopped", "cancelled", "failed")
 CHECKPOINT_COMPLETE = "COMPLETE"
+# The checkpoint's trainable weights (train/checkpoint.py writes them; a checkpoint used as a
+# model, models/checkpoint.py, reads them).
+CHECKPOINT_WEIGHTS = "trainable.safetensors"
+# How a checkpoint is named where a model is accepted: RUN@step-N (also N, and the server's
+# ckpt-step-N), RUN@latest, RUN@best, or the folder RUN/checkpoints/step-N itself.
+CHECKPOINT_NAME = re.compile(r"(?:ckpt-)?(?:step-)?(\d+)")
 
 
 def now() -> str:
@@ -85,6 +97,15 @@ class RunDir:
     @property
     def eval_dir(self) -> Path:
         return self.path / "eval"
+
+    @property
+    def evals(self) -> Path:
+        """Reports of later evaluations on other data, one folder each (never eval/)."""
+        return self.path / "evals"
+
+    def new_eval_dir(self, data: Path | str | None = None) -> Path:
+        """A fresh folder for one evaluation of this run on `data`: evals/<data>-<time>/."""
+        return new_eval_dir(self.evals, data)
 
     @property
     def cancel_file(self) -> Path:
@@ -193,6 +214,62 @@ class RunDir:
         found = self.complete_checkpoints()
         return found[-1][1] if found else None
 
+    def resolve_checkpoint(self, ref: str | int) -> tuple[int, Path]:
+        """The complete checkpoint `ref` names: `step-N` (also `N`, or the server's
+        `ckpt-step-N`), `latest`, or `best` (the lowest validation loss among the complete
+        checkpoints; the run's recorded best step when its checkpoint is kept). A ModelError
+        lists the complete checkpoints when `ref` names none of them."""
+        found = dict(self.complete_checkpoints())
+        have = ", ".join(f"step-{s}" for s in found) or "none"
+        text = str(ref).strip().lower()
+
+        def missing(what: str) -> ModelError:
+            return ModelError(
+                f"run {self.path} has no complete checkpoint {what}",
+                param="model",
+                hint=f"complete checkpoints: {have}; use RUN@step-N, RUN@latest or RUN@best",
+            )
+
+        if text == "latest":
+            if not found:
+                raise missing("yet")
+            step = max(found)
+        elif text == "best":
+            best = self._best_checkpoint_step(found)
+            if best is None:
+                raise missing("with a validation loss (best needs validation during training)")
+            step = best
+        else:
+            m = CHECKPOINT_NAME.fullmatch(text)
+            if m is None:
+                raise ModelError(
+                    f"'{ref}' does not name a checkpoint of run {self.path}",
+                    param="model",
+                    hint=f"use step-N, latest or best; complete checkpoints: {have}",
+                )
+            step = int(m.group(1))
+        if step not in found:
+            raise missing(f"step-{step}")
+        return step, found[step]
+
+    def _best_checkpoint_step(self, found: dict[int, Path]) -> int | None:
+        recorded = self.manifest().get("best_step")
+        if isinstance(recorded, int) and recorded in found:
+            return recorded
+        losses = {
+            int(r["step"]): float(r["val_loss"])
+            for r in self.read_metrics()
+            if isinstance(r.get("val_loss"), (int, float)) and isinstance(r.get("step"), int)
+        }
+        scored = [(losses[s], s) for s in found if s in losses]
+        return min(scored)[1] if scored else None
+
+    def checkpoint_model(self, step: int) -> Path:
+        """Where checkpoint `step` is written out as a loadable model (a peft adapter or a full
+        model folder, like final/), the first time it is used as one. It lives inside the
+        checkpoint, so pruning or re-saving the checkpoint takes it along."""
+        return self.checkpoint(step) / "model"
+
     def incomplete_checkpoints(self) -> list[Path]:
         """Leftovers of a save that was killed (temp folders, step folders without marker)."""
         if not self.checkpoints.is_dir():
@@ -230,6 +307,40 @@ def default_run_dir(model: str) -> RunDir:
     slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(str(model)).name)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return RunDir(Path("runs") / f"{slug}-{stamp}")
+
+
+def new_eval_dir(root: Path | str, data: Path | str | None = None) -> Path:
+    """A folder under `root` that does not exist yet, named after the data and the time."""
+    stem = Path(str(data)).stem if data else "eval"
+    slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in stem).strip(".") or "eval"
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(root) / f"{slug}-{stamp}"
+    n = 2
+    while out.exists():
+        out = Path(root) / f"{slug}-{stamp}-{n}"
+        n += 1
+    return out
+
+
+def checkpoint_ref(name: Path | str) -> tuple[RunDir, str] | None:
+    """(run, checkpoint ref) when `name` names a checkpoint of a run: `RUN@step-N`,
+    `RUN@latest`, `RUN@best`, or the folder `RUN/checkpoints/step-N`; None otherwise (also
+    for an existing path that merely contains '@')."""
+    text = str(name).strip()
+    path = Path(text).expanduser()
+    if path.exists():
+        parent = path.parent
+        in_run = parent.name == "checkpoints" and RunDir.is_run(parent.parent)
+        if path.is_dir() and in_run and CHECKPOINT_NAME.fullmatch(path.name):
+            return RunDir(parent.parent), path.name
+        return None
+    run, sep, ref = text.rpartition("@")
+    if not sep or not run:
+        return None
+    run_path = Path(run).expanduser()
+    if not RunDir.is_run(run_path):
+        return None
+    return RunDir(run_path), ref
 
 
 def run_of(path: Path | str) -> RunDir | None:

@@ -44,6 +44,11 @@ class ServerSettings(BaseSettings):
     heartbeat_s: float = Field(5.0, gt=0)
     allow_python_graders: bool = False
     max_loaded_models: int = Field(4, ge=1, description="models kept in memory for inference")
+    max_loaded_adapters: int = Field(8, ge=1, description="LoRA adapters kept on each base")
+    max_batch: int = Field(16, ge=1, le=256, description="requests generated together")
+    pinned_models: list[str] = Field(
+        default_factory=list, description="load targets never evicted from memory"
+    )
     max_tokens_limit: int = Field(4096, ge=1, description="the most max_tokens a request may ask")
     gpus_per_job: int = Field(
         1, ge=1, le=64, description="processes (GPUs) per job; above 1 a job runs under torchrun"

@@ -26,8 +26,17 @@ def test_training_run_calls_compare_run_at_the_end(tiny_model_dir, tmp_path) -> 
         eval={"compare_base": True},
     )
     spec["data"]["validation"] = str(val)
-    result = api.train(spec)
+    seen = []
+    result = api.train(spec, on_event=seen.append)
     results = result.run_dir / "eval" / "results.json"
+    # issue 11 item 14: the verdict, the forgetting line and the report's path are events
+    (verdict,) = [e for e in seen if e.kind == "result" and e.phase == "compare"]
+    assert verdict.message == result.comparison.verdict() == verdict.data["verdict"]
+    texts = [e.message for e in seen if e.phase == "compare" and e.kind == "message"]
+    assert result.comparison.forgetting.message in texts
+    assert f"report: {result.run_dir / 'eval' / 'report.html'} (also report.md, results.json)" in (
+        texts
+    )
     assert results.is_file(), "training did not run the comparison"
     data = json.loads(results.read_text())
     assert data["n"] == 10

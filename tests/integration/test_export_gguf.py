@@ -139,6 +139,8 @@ def test_export_verifies_writes_modelfile_and_provenance(run, tmp_path) -> None:
     assert meta["sha256"] == {"My-Bot-q8_0.gguf": digest}
     assert meta["source"]["adapter_type"] == "lora" and meta["quantize"] == "q8_0"
     assert meta["roundtrip"]["tokens_match"] is True
+    # issue 11 item 18: export.json lists the export's files (itself included), not []
+    assert meta["files"] == names == sorted(p.name for p in (tmp_path / "out").iterdir())
 
 
 def test_failed_export_leaves_nothing_and_existing_output_is_kept(run, tmp_path, monkeypatch):

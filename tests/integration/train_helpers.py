@@ -101,3 +101,33 @@ def losses(run_dir: Path) -> list[tuple[int, float]]:
         rec = json.loads(line)
         out.append((rec["step"], rec["loss"]))
     return out
+
+
+def write_pairs(path: Path, n: int, seed: int = 0, *, chat: bool = False) -> Path:
+    """`n` preference pairs (prompt/chosen/rejected) on the same classification task: the
+    chosen answer follows the rule (JSON with the right category), the rejected one does not
+    (prose of two lengths, half of the time naming another category). `chat=True` writes the
+    chosen answers as chat conversations instead: an SFT file."""
+    rng = random.Random(seed)
+    keys = sorted(_LABELS)
+    names = sorted(set(_LABELS.values()))
+    with open(path, "w", encoding="utf-8") as fh:
+        for _ in range(n):
+            key = rng.choice(keys)
+            words = [rng.choice(_WORDS) for _ in range(rng.randint(2, 8))] + [key]
+            rng.shuffle(words)
+            label = _LABELS[key]
+            wrong = rng.choice([x for x in names if x != label])
+            prompt = [{"role": "user", "content": "Classify: " + " ".join(words)}]
+            chosen = '{"category": "' + label + '"}'
+            # prose of two lengths: a base model ranks these by length, not by the rule
+            prose = rng.choice(["The category is {} here.", "The category is {}, yes."])
+            rejected = prose.format(rng.choice([label, wrong]))
+            if chat:
+                row: dict[str, Any] = {
+                    "messages": [*prompt, {"role": "assistant", "content": chosen}]
+                }
+            else:
+                row = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+            fh.write(json.dumps(row) + "\n")
+    return Path(path)

@@ -153,3 +153,133 @@ def test_eval_block_takes_comparison_options_and_suggests_typos() -> None:
     assert spec.eval.metrics == ["json_fields"] and spec.eval.main_metric == "json_fields"
     with pytest.raises(ConfigError, match=r"did you mean 'eval\.metrics'"):
         load_spec({"eval": {"metric": "x"}})
+
+
+# -- hostile configs: bombs, bad bytes, bad files, values that cannot train -------------------
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str]:
+    from tunesmith.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out = capsys.readouterr()
+    return (exc.value.code if isinstance(exc.value.code, int) else 0), out.out + out.err
+
+
+def _bomb(levels: int = 9, leaf: str = "x") -> list[str]:
+    lines = [f"l0: &l0 [{', '.join([leaf] * 10)}]"]
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]")
+    return lines
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "lora: {r: *l8}\n",  # in a typed field: would be expanded into the error message
+        "eval: {metrics: *l8}\n",  # under any key: _key_lines / validation would walk it
+        "data: {mix: [*l8, *l8]}\n",
+    ],
+)
+def test_yaml_alias_bombs_are_refused_fast_and_cleanly(tail, tmp_path: Path, capsys):
+    import time
+
+    cfg = tmp_path / "bomb.yaml"
+    cfg.write_text("\n".join(_bomb()) + "\n" + tail)
+    start = time.perf_counter()
+    code, printed = _cli(["train", str(cfg), "--output-dir", str(tmp_path / "run")], capsys)
+    assert time.perf_counter() - start < 5
+    assert code == 2 and str(cfg) in printed and "Traceback" not in printed
+    assert "aliases (*name) expand to more than" in printed
+    assert not (tmp_path / "run").exists()
+
+
+def test_recursive_and_deeply_nested_yaml_are_config_errors(tmp_path: Path):
+    cfg = tmp_path / "self.yaml"
+    cfg.write_text("lora: &a {r: *a}\n")
+    with pytest.raises(ConfigError, match="refers to the block that holds it"):
+        load_spec(cfg)
+    cfg.write_text("seed: " + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_spec(cfg)
+
+
+def test_a_small_alias_is_still_fine(tmp_path: Path):
+    cfg = tmp_path / "ok.yaml"
+    cfg.write_text("lora: &l {r: 8, alpha: 16}\neval: {metrics: &m [exact_match]}\n")
+    assert load_spec(cfg).lora.r == 8
+
+
+def test_values_quoted_in_errors_are_capped(tmp_path: Path):
+    cfg = tmp_path / "big.yaml"
+    nested = ", ".join(["[1, 2, 3]"] * 500)
+    cfg.write_text("seed: " + "9" * 50_000 + "x\nlora: {r: [" + nested + "]}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_spec(cfg)
+    text = str(exc.value)
+    assert "'seed'" in text and "'lora.r'" in text and len(text) < 1500
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "expect"),
+    [
+        ("utf16", lambda p: p.write_bytes("model: tiny\n".encode("utf-16")), "UTF-16"),
+        ("utf16le", lambda p: p.write_bytes("model: tiny\n".encode("utf-16-le")), "UTF-16"),
+        ("latin1", lambda p: p.write_bytes("model: tiny\n# caf\xe9\n".encode("latin-1")), "UTF-8"),
+        ("dir", lambda p: p.mkdir(), "is a directory"),
+        ("missing", lambda p: None, "not found"),
+    ],
+)
+def test_config_file_io_problems_exit_2_naming_the_file(name, write, expect, tmp_path, capsys):
+    cfg = tmp_path / f"{name}.yaml"
+    write(cfg)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, printed = _cli(["train", str(cfg), "--no-progress"], capsys)
+    assert code == 2 and expect in printed and str(cfg) in printed
+    assert "Traceback" not in printed
+    if name == "latin1":
+        assert f"{cfg}:2" in printed  # the line of the bad byte
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_an_unreadable_config_exits_2_naming_the_file(tmp_path, capsys, monkeypatch):
+    cfg = tmp_path / "locked.yaml"
+    cfg.write_text("model: tiny\n")
+    real = Path.read_bytes
+
+    def denied(self):  # chmod 000 does not stop root, so refuse the read the way the OS would
+        if self == cfg:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    code, printed = _cli(["train", str(cfg), "--no-progress"], capsys)
+    assert code == 2 and "Permission denied" in printed and str(cfg) in printed
+    assert "Traceback" not in printed
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("learning_rate=inf", "learning_rate"),
+        ("learning_rate=.nan", "learning_rate"),
+        ("lr_multiplier=.inf", "lr_multiplier"),
+        ("max_grad_norm=-1", "max_grad_norm"),
+        ("max_grad_norm=.nan", "max_grad_norm"),
+        ("warmup=.inf", "warmup"),
+        ("seed=100000000000000000000000000", "seed"),
+        ("seed=-1", "seed"),
+    ],
+)
+def test_values_that_cannot_train_are_config_errors(override, field, tmp_path, capsys):
+    code, printed = _cli(
+        ["train", override, "--output-dir", str(tmp_path / "run"), "--no-progress"], capsys
+    )
+    assert code == 2 and f"'{field}'" in printed and "Traceback" not in printed
+    assert not (tmp_path / "run").exists()
+
+
+def test_null_and_zero_still_disable_clipping():
+    assert load_spec(None, ["max_grad_norm=0"]).max_grad_norm == 0
+    assert load_spec(None, ["max_grad_norm=null"]).max_grad_norm is None

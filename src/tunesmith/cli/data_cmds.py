@@ -127,7 +127,11 @@ def validate_cmd(
     model: str = typer.Option(
         DEFAULT_MODEL, "--model", "-m", help="Model whose chat template and tokenizer count tokens."
     ),
-    max_seq_len: int = typer.Option(2048, "--max-seq-len", help="Longest example, in tokens."),
+    max_seq_len: int | None = typer.Option(
+        None,
+        "--max-seq-len",
+        help="Longest example, in tokens (default: the data.max_seq_len training uses).",
+    ),
     val: Path | None = typer.Option(None, "--val", help="Validation file (checked for overlap)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     format: str | None = typer.Option(None, "--format", help=FORMAT_HELP),
@@ -140,6 +144,15 @@ def validate_cmd(
     no_tokens: bool = typer.Option(
         False, "--no-tokens", help="Check structure only (no model, no token counts)."
     ),
+    method: str = typer.Option(
+        "supervised",
+        "--method",
+        help="The training method the data is for (supervised, dpo, reinforcement); the "
+        "report lists every method that can use the file.",
+    ),
+    dedupe: bool = typer.Option(
+        False, "--dedupe", help="Drop exact repeats of a row (as data.dedupe: true does)."
+    ),
 ) -> None:
     """Check a data file before training. Exit 0 = usable, 2 = errors.
 
@@ -147,7 +160,10 @@ def validate_cmd(
     trained), the automatic hyperparameters and an estimate of the training time.
     """
     from tunesmith import api
+    from tunesmith.config import DEFAULT_MAX_SEQ_LEN
 
+    if max_seq_len is None:  # training's default, so the prediction is the run train makes
+        max_seq_len = DEFAULT_MAX_SEQ_LEN
     _safe_streams()
     try:
         with _events(file, not as_json) as view:
@@ -159,6 +175,8 @@ def validate_cmd(
                 truncate=truncate,
                 format=format,
                 train_on=train_on,
+                method=method,
+                dedupe=dedupe,
                 on_event=view,
             )
     except TunesmithError as exc:
@@ -169,6 +187,8 @@ def validate_cmd(
                 "truncate": truncate,
                 "train_on": train_on,
                 "format": format or "auto",
+                "dedupe": dedupe,
+                "method": method,
             }
             typer.echo(_failure_json(exc, settings))
         else:
@@ -188,6 +208,7 @@ def print_report(report: Any) -> None:
         label = "validation" if f.role == "validation" else "train"
         style = "green" if f.rows_rejected == 0 else "red"
         trunc = f", {f.truncated} truncated" if f.truncated else ""
+        trunc += f", {f.rows_dropped} duplicates dropped" if f.rows_dropped else ""
         console.print(
             Text.assemble(
                 (f"{label}: ", "bold"),
@@ -237,8 +258,11 @@ def print_report(report: Any) -> None:
                 f"{est['flops_per_second'] / 1e9:.0f} GFLOP/s measured)"
             )
         )
+    _print_methods(report)
     if report.ok:
-        console.print(Text(_t("✓ the data is usable"), style="bold green"))
+        method = settings.get("method")
+        usable = f" for method {method}" if method else ""
+        console.print(Text(_t(f"✓ the data is usable{usable}"), style="bold green"))
     else:
         extra = (
             " (or pass --truncate for over-long rows)" if "too_long" in report.error_codes else ""
@@ -249,6 +273,18 @@ def print_report(report: Any) -> None:
                 style="bold red",
             )
         )
+
+
+def _print_methods(report: Any) -> None:
+    """Which training methods can use the data (and why the others cannot)."""
+    methods = getattr(report, "methods", None) or {}
+    if not methods:
+        return
+    parts = [
+        _t(f"{m} ✓") if status == "usable" else _t(f"{m} ✗ ({status})")
+        for m, status in methods.items()
+    ]
+    console.print(Text("methods: " + "; ".join(parts)), soft_wrap=True)
 
 
 def _print_issues(kind: str, issues: list[Any], total: int, style: str) -> None:

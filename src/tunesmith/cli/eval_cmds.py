@@ -27,6 +27,12 @@ METRICS_HELP = (
 )
 
 
+TRUST_HELP = (
+    "Import the code graders (file.py:function) the run's config.yaml names under eval.metrics. "
+    "A run directory may be someone else's: without this flag they are refused."
+)
+
+
 def print_comparison(result: Any) -> None:
     """The base-vs-tuned table, the verdict, the forgetting line, the prompt-cost line."""
     from tunesmith.eval.report import REPORT_FILES, TABLE_HEADER, table_rows
@@ -81,7 +87,9 @@ def _reference(value: str | None, no_forgetting: bool) -> Any:
 
 @app.command("eval")
 def eval_command(
-    model: str = typer.Argument(..., help="Model to evaluate: alias, HF dir, run dir, adapter."),
+    model: str = typer.Argument(
+        ..., help="Model to evaluate: alias, HF dir, run dir, adapter, RUN@step-N/best/latest."
+    ),
     data: Path = typer.Option(..., "--data", "-d", help="Held-out chat JSONL (any data format)."),
     metrics: str | None = typer.Option(None, "--metrics", "-m", help=METRICS_HELP),
     baseline: str | None = typer.Option(
@@ -90,7 +98,13 @@ def eval_command(
     main_metric: str | None = typer.Option(None, help="Metric the verdict is about."),
     schema: Path | None = typer.Option(None, help="JSON schema file for json_schema."),
     output_dir: Path | None = typer.Option(
-        None, help="Where reports go (default: RUN_DIR/eval for a run, else ./tunesmith-eval)."
+        None,
+        help="Where reports go (default: a new folder per evaluation, RUN_DIR/evals/DATA-TIME "
+        "for a run, else ./tunesmith-eval/DATA-TIME; RUN_DIR/eval is the training-time report "
+        "and is never replaced).",
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace the report already in --output-dir."
     ),
     max_new_tokens: int | None = typer.Option(None, min=1, help="Default: from the references."),
     batch_size: int = typer.Option(16, min=1),
@@ -104,14 +118,16 @@ def eval_command(
         None, help="Text file with the long prompt used with the base model (prompt-cost view)."
     ),
     seed: int = typer.Option(0),
+    trust_run_config: bool = typer.Option(False, "--trust-run-config", help=TRUST_HELP),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Evaluate a model on held-out data, against a baseline when there is one."""
     from tunesmith import api
-    from tunesmith.runs import RunDir
+    from tunesmith.runs import RunDir, checkpoint_ref, new_eval_dir
 
-    run = RunDir(model) if RunDir.is_run(model) else None
-    out = output_dir or (run.eval_dir if run is not None else Path("tunesmith-eval"))
+    out = output_dir
+    if out is None and not (RunDir.is_run(model) or checkpoint_ref(model)):
+        out = new_eval_dir("tunesmith-eval", data)  # a run's own folder is the api's to pick
     options: dict[str, Any] = {
         "main_metric": main_metric,
         "max_new_tokens": max_new_tokens,
@@ -133,6 +149,8 @@ def eval_command(
             metrics=_metrics(metrics),
             output_dir=out,
             on_event=view,
+            trust_run_config=trust_run_config,
+            force=force,
             **options,
         )
     print_comparison(result)
@@ -140,7 +158,9 @@ def eval_command(
 
 @app.command()
 def compare(
-    run_dir: Path = typer.Argument(..., help="A run directory written by `tunesmith train`."),
+    run_dir: Path = typer.Argument(
+        ..., help="A run directory written by `tunesmith train`, or RUN@step-N/best/latest."
+    ),
     data: Path | None = typer.Option(
         None, "--data", "-d", help="Held-out data (default: the run's validation data)."
     ),
@@ -153,6 +173,7 @@ def compare(
     reference: str | None = typer.Option(None, help="bundled (default), sharegpt, or a file."),
     no_forgetting: bool = typer.Option(False, "--no-forgetting", help="Skip the forgetting check."),
     long_prompt: Path | None = typer.Option(None, help="Long base-model prompt (text file)."),
+    trust_run_config: bool = typer.Option(False, "--trust-run-config", help=TRUST_HELP),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Compare a run's tuned model with its base model (tables, CIs, report)."""
@@ -172,7 +193,10 @@ def compare(
     if long_prompt is not None:
         options["long_prompt"] = _read_text(long_prompt)
     with EventView(bars=progress) as view:
-        result = api.compare(run_dir, data, output_dir=output_dir, on_event=view, **options)
+        result = api.compare(
+            run_dir, data, output_dir=output_dir, on_event=view,
+            trust_run_config=trust_run_config, **options,
+        )  # fmt: skip
     print_comparison(result)
 
 

@@ -17,7 +17,9 @@ from tunesmith.cli.progress import EventView
 @app.command("export")
 def export_cmd(
     run_dir: Path = typer.Argument(
-        ..., help="Training run directory (or an adapter / model directory)."
+        ...,
+        help="Training run directory, one of its checkpoints (RUN@step-N, RUN@best, "
+        "RUN@latest), or an adapter / model directory.",
     ),
     format: str = typer.Option("gguf", "--format", "-f", help="hf or gguf."),
     quantize: str | None = typer.Option(

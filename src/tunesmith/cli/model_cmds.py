@@ -14,6 +14,7 @@ from tunesmith.events import Event
 models_app = typer.Typer(help="List and prepare models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
+MODEL_HELP = "Alias, HF model dir, .gguf file, run dir, RUN@step-N/best/latest or hub id."
 DEVICE_HELP = "auto (CUDA if available, else CPU), cpu, cuda, cuda:N"
 DTYPE_HELP = "auto (bf16 on capable GPUs, float32 on CPU), float32, bf16, fp16"
 
@@ -71,7 +72,7 @@ def models_pull(name: str = typer.Argument(..., help="Alias (see `models list`).
 
 @app.command()
 def generate(
-    model: str = typer.Argument(..., help="Alias, HF model dir, .gguf file, run dir or hub id."),
+    model: str = typer.Argument(..., help=MODEL_HELP),
     prompt: str = typer.Argument(..., help="The user message."),
     system: str | None = typer.Option(None, help="Optional system message."),
     max_new_tokens: int = typer.Option(256, min=1),
@@ -92,13 +93,13 @@ def generate(
         system=system,
         device=device,
         dtype=dtype,
-    )[0]
+    )
     typer.echo(answer)
 
 
 @app.command()
 def chat(
-    model: str = typer.Argument(..., help="Alias, HF model dir, .gguf file, run dir or hub id."),
+    model: str = typer.Argument(..., help=MODEL_HELP),
     system: str | None = typer.Option(None, help="Optional system message."),
     max_new_tokens: int = typer.Option(512, min=1),
     temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy."),

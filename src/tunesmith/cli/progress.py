@@ -99,10 +99,12 @@ class EventView:
         style = {"warning": "yellow", "error": "bold red"}.get(level)
         # user data (file names, keys) may hold brackets: never interpret it as rich markup
         line = Text(text, style=style or "")
+        # soft_wrap: a long line (a verdict, a path) stays one line the terminal wraps, so it
+        # can be copied whole
         if self._progress is not None:
-            self._progress.console.print(line, highlight=False)
+            self._progress.console.print(line, highlight=False, soft_wrap=True)
         else:
-            self.console.print(line, highlight=False)
+            self.console.print(line, highlight=False, soft_wrap=True)
 
     # -- progress ------------------------------------------------------------------------------
     def _bar(self) -> Progress:

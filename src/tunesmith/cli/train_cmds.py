@@ -23,6 +23,7 @@ from tunesmith.errors import ConfigError
 # flag name -> dotted spec key
 _FLAG_KEYS = {
     "model": "model",
+    "method": "method",
     "data": "data.train",
     "validation": "data.validation",
     "validation_fraction": "data.validation_fraction",
@@ -62,6 +63,9 @@ def train(
         None, help="CONFIG.yaml, then key=value overrides (lora.r=8 data.packing=false ...)."
     ),
     model: str | None = typer.Option(None, "--model", "-m", help="Base model name or path."),
+    method: str | None = typer.Option(
+        None, "--method", help="supervised (sft, the default) | dpo | orpo (preference pairs)"
+    ),
     data: Path | None = typer.Option(None, "--data", "-d", help="Training data file."),
     validation: Path | None = typer.Option(None, "--validation", help="Held-out data file."),
     validation_fraction: float | None = typer.Option(
@@ -83,14 +87,24 @@ def train(
     print_config: bool = typer.Option(
         False, "--print-config", help="Validate and print the spec, then exit without training."
     ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Write the run into an existing non-empty directory that is not a run "
+        "(its files may be overwritten).",
+    ),
+    dedupe: bool = typer.Option(
+        False, "--dedupe", help="Drop exact repeats of a row (data.dedupe=true); each is listed."
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="Plain log lines, no bar."),
 ) -> None:
-    """Fine-tune a model (SFT with LoRA, DoRA, QLoRA or full fine-tuning)."""
+    """Fine-tune a model (SFT, DPO or ORPO; LoRA, DoRA, QLoRA or full fine-tuning)."""
     from tunesmith import api
 
     config, overrides = _split_args(list(args or []))
     flags = {
         "model": model,
+        "method": method,
         "data": data,
         "validation": validation,
         "validation_fraction": validation_fraction,
@@ -109,6 +123,8 @@ def train(
         if value is not None:
             text = str(value) if isinstance(value, Path) else value
             overrides.append(f"{_FLAG_KEYS[name]}={json.dumps(text)}")
+    if dedupe:
+        overrides.append("data.dedupe=true")
 
     if resume is not None and (config is not None or overrides):
         raise ConfigError(
@@ -123,7 +139,11 @@ def train(
             console.print(dump_spec(spec), highlight=False, end="")
             return
     with EventView(bars=not no_progress) as view:
-        result = api.resume(resume, on_event=view) if resume else api.train(spec, on_event=view)
+        result = (
+            api.resume(resume, on_event=view)
+            if resume
+            else api.train(spec, on_event=view, force=force)
+        )
 
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return

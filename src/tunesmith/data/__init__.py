@@ -6,7 +6,13 @@ Data flows one way: reader (rows with line numbers) → formats (canonical `Conv
 
 from tunesmith.data.mixing import MixSource
 from tunesmith.data.packing import PackedRow, pack, packing_efficiency
-from tunesmith.data.prepare import PreparedData, prepare_sft, read_records
+from tunesmith.data.prepare import (
+    PreparedData,
+    PreparedPairs,
+    prepare_preference,
+    prepare_sft,
+    read_records,
+)
 from tunesmith.data.records import Conversation, Message, PreferencePair, Record, Source
 from tunesmith.data.tokenize import (
     IGNORE_INDEX,
@@ -15,6 +21,7 @@ from tunesmith.data.tokenize import (
     tokenize_conversation,
     tokenize_many,
     tokenize_preference,
+    tokenize_preferences,
 )
 from tunesmith.data.validate import Issue, ValidationReport
 
@@ -27,6 +34,7 @@ __all__ = [
     "PackedRow",
     "PreferencePair",
     "PreparedData",
+    "PreparedPairs",
     "Record",
     "Source",
     "TokenizedExample",
@@ -34,9 +42,11 @@ __all__ = [
     "ValidationReport",
     "pack",
     "packing_efficiency",
+    "prepare_preference",
     "prepare_sft",
     "read_records",
     "tokenize_conversation",
     "tokenize_many",
     "tokenize_preference",
+    "tokenize_preferences",
 ]

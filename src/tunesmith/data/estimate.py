@@ -31,11 +31,12 @@ def add_estimates(
     (`tunesmith.auto`): rows are packed examples (best-fit decreasing) when packing is on,
     batch size and accumulation are the trainer's automatic ones for this device."""
     from tunesmith import auto
+    from tunesmith.config import DEFAULT_MAX_SEQ_LEN
 
     n = report.files[0].rows_ok if report.files else 0
     if n <= 0:
         return
-    seq = max_seq_len or report.settings.get("max_seq_len") or 2048
+    seq = max_seq_len or report.settings.get("max_seq_len") or DEFAULT_MAX_SEQ_LEN
     n_rows = n
     if packing and lengths:
         from tunesmith.data.packing import plan_bins

@@ -1,11 +1,13 @@
 """From data files to tokenized training and validation examples, for the training loop.
 
 `prepare_sft` runs the same validation `tunesmith data validate` runs (so the report a user saw
-is the report training acted on), then splits, mixes and returns tokenized examples. It never
+is the report training acted on), then splits, mixes and returns tokenized examples;
+`prepare_preference` does the same for the preference pairs of DPO/ORPO (no mixing). It never
 drops a row silently: by default any row error raises a `DataError` naming the first bad line;
 with `skip_invalid=True` bad rows are left out *and listed in the report*, and
-`report.rows_read == len(train) + len(validation) + report.rows_rejected` (mixed-in general
-examples are counted separately in `report.stats["mix"]`).
+`report.rows_read == len(train) + len(validation) + report.rows_rejected + report.rows_dropped`
+(rows dropped only by `dedupe`; mixed-in general examples are counted separately in
+`report.stats["mix"]`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunesmith.config import DEFAULT_MAX_SEQ_LEN
 from tunesmith.data.formats import (
     RowError,
     convert_row,
@@ -27,9 +30,10 @@ from tunesmith.data.formats import (
     unknown_format_error,
 )
 from tunesmith.data.mixing import MixSource, count_for, sample_source
+from tunesmith.data.quality import record_key
 from tunesmith.data.readers import iter_rows
 from tunesmith.data.records import Conversation, PreferencePair, Record
-from tunesmith.data.tokenize import TokenizedExample, tokenize_many
+from tunesmith.data.tokenize import TokenizedExample, TokenizedPair, tokenize_many
 from tunesmith.data.validate import Issue, ValidationReport, validate
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.events import Reporter
@@ -85,6 +89,28 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[i
     return [i for i in range(n) if i not in held], val
 
 
+def heldout_split(keys: Sequence[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """The seeded split of a training file's rows (given by their exact-duplicate keys,
+    `quality.record_key`) into (train, held out), both in file order. It is `split_indices`,
+    except that copies of one row stay together on the side of the first copy: held-out rows
+    must never also be trained on. Training and the run's later comparison both cut the
+    held-out part with this (`eval.compare.run_heldout`)."""
+    _, val = split_indices(len(keys), fraction, seed)
+    held = set(val)
+    side: dict[str, bool] = {}
+    for i, key in enumerate(keys):
+        side.setdefault(key, i in held)
+    val = [i for i, key in enumerate(keys) if side[key]]
+    if not val or len(val) == len(keys):
+        raise DataError(
+            f"cannot hold out {fraction:.0%} of {len(keys)} examples without repeating "
+            "training rows in validation (the file repeats its rows)",
+            hint="give a separate validation file, or dedupe (data.dedupe: true)",
+        )
+    chosen = set(val)
+    return [i for i in range(len(keys)) if i not in chosen], val
+
+
 def records_sha256(records: Sequence[Record]) -> str:
     """SHA-256 of records as canonical JSONL (for a validation set cut from the training file)."""
     h = hashlib.sha256()
@@ -117,16 +143,19 @@ def prepare_sft(
     *,
     validation: Path | None = None,
     validation_fraction: float | None = None,
-    max_seq_len: int = 2048,
+    max_seq_len: int = DEFAULT_MAX_SEQ_LEN,
     truncate: bool = False,
     train_on: str = "assistant",
     seed: int = 0,
     mix: list[MixSource] | None = None,
     format: str | None = None,
     skip_invalid: bool = False,
+    dedupe: bool = False,
     on_event: Reporter | None = None,
 ) -> PreparedData:
-    """Validate, tokenize, split and mix the data of an SFT run (see the module docstring)."""
+    """Validate, tokenize, split and mix the data of an SFT run (see the module docstring).
+    A file that `supervised` cannot train on (preference pairs) fails first, naming the file
+    and the method; `dedupe=True` drops exact repeats (each listed as a warning)."""
     if validation is not None and validation_fraction is not None:
         raise ConfigError("give either a validation file or a validation fraction, not both")
     report, state = validate(
@@ -139,34 +168,99 @@ def prepare_sft(
         train_on=train_on,
         on_event=on_event,
         keep=True,
+        method="supervised",
+        dedupe=dedupe,
     )
+    _raise_for_method(report, train)
     _raise_for(report, skip_invalid)
-    if report.stats.get("kind") == "preference":
-        raise DataError(
-            "this file holds preference pairs (chosen/rejected), not SFT examples",
-            where=str(train),
-            hint="use it with a preference method such as DPO",
-        )
-    kept = state.kept["train"]
-    train_recs = [rec for rec, _ in kept]
-    train_ex: list[TokenizedExample] = [ex for _, ex in kept]  # type: ignore[misc]
-    val_ex: list[TokenizedExample]
-    val_sha: str | None = None
-    if validation is not None:
-        val_ex = [ex for _, ex in state.kept["validation"]]  # type: ignore[misc]
-        val_sha = report.files[1].sha256
-    elif validation_fraction is not None:
-        keep_idx, val_idx = split_indices(len(train_ex), validation_fraction, seed)
-        val_ex = [train_ex[i] for i in val_idx]
-        val_sha = records_sha256([train_recs[i] for i in val_idx])
-        train_ex = [train_ex[i] for i in keep_idx]
-    else:
-        val_ex = []
+    train_ex, val_ex, val_sha = _split(state, report, validation, validation_fraction, seed)
     if mix:
         train_ex = train_ex + _mix_in(
             report, mix, len(train_ex), tokenizer, max_seq_len, train_on, seed
         )
     return PreparedData(train_ex, val_ex, report.files[0].sha256 or "", val_sha, report)
+
+
+def _raise_for_method(report: ValidationReport, train: Path) -> None:
+    """A file of the wrong kind for the method (pairs for SFT, chats for DPO) is one error
+    naming the file, whatever its rows hold."""
+    wrong = [e for e in report.errors if e.code == "method"]
+    if wrong:
+        raise DataError(wrong[0].message, where=str(train), hint=wrong[0].hint, param="data.train")
+
+
+def _split(
+    state: Any,
+    report: ValidationReport,
+    validation: Path | None,
+    validation_fraction: float | None,
+    seed: int,
+) -> tuple[list[Any], list[Any], str | None]:
+    """(train items, validation items, validation SHA-256) from what validation kept: the
+    validation file's rows, or the seeded held-out split of the training file (copies of one
+    row stay on one side), or no validation."""
+    kept = state.kept["train"]
+    train_recs = [rec for rec, _ in kept]
+    train_items = [item for _, item in kept]
+    if validation is not None:
+        return train_items, [item for _, item in state.kept["validation"]], report.files[1].sha256
+    if validation_fraction is None:
+        return train_items, [], None
+    keys = [record_key(rec) for rec in train_recs]
+    keep_idx, val_idx = heldout_split(keys, validation_fraction, seed)
+    val_sha = records_sha256([train_recs[i] for i in val_idx])
+    return [train_items[i] for i in keep_idx], [train_items[i] for i in val_idx], val_sha
+
+
+@dataclass
+class PreparedPairs:
+    """What `prepare_preference` hands training: tokenized pairs, split as SFT's are."""
+
+    train: list[TokenizedPair]
+    validation: list[TokenizedPair]
+    train_sha256: str
+    validation_sha256: str | None
+    report: ValidationReport
+
+
+def prepare_preference(
+    train: Path,
+    tokenizer: Any,
+    *,
+    method: str = "dpo",
+    validation: Path | None = None,
+    validation_fraction: float | None = None,
+    max_seq_len: int = DEFAULT_MAX_SEQ_LEN,
+    truncate: bool = False,
+    seed: int = 0,
+    format: str | None = None,
+    skip_invalid: bool = False,
+    dedupe: bool = False,
+    on_event: Reporter | None = None,
+) -> PreparedPairs:
+    """Validate, tokenize and split the preference pairs of a DPO/ORPO run, with the same
+    report, errors and held-out split as `prepare_sft`. Each answer is the assistant turn after
+    the prompt, through the SFT chat template, with loss positions exactly those of
+    `train_on="last"`. A file of conversations fails first, naming the file and the method."""
+    if validation is not None and validation_fraction is not None:
+        raise ConfigError("give either a validation file or a validation fraction, not both")
+    report, state = validate(
+        Path(train),
+        tokenizer,
+        validation=Path(validation) if validation else None,
+        format=format,
+        max_seq_len=max_seq_len,
+        truncate=truncate,
+        train_on="last",
+        on_event=on_event,
+        keep=True,
+        method=method,
+        dedupe=dedupe,
+    )
+    _raise_for_method(report, train)
+    _raise_for(report, skip_invalid)
+    train_pairs, val_pairs, val_sha = _split(state, report, validation, validation_fraction, seed)
+    return PreparedPairs(train_pairs, val_pairs, report.files[0].sha256 or "", val_sha, report)
 
 
 def _mix_in(

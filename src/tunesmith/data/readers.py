@@ -7,8 +7,11 @@ row that could not be parsed (invalid JSON, bad UTF-8, not an object) carries an
 of raising, so the validator can report *every* bad row instead of the first.
 
 JSONL (also `.jsonl.gz`) is streamed line by line in binary, so a multi-GB file is never loaded
-whole. A JSON array is parsed element by element from the text (it has to be read whole; use
-JSONL for very large data: the validator warns above `JSON_WHOLE_FILE_WARN_BYTES`). CSV rows are
+whole, and no line is read into memory beyond `MAX_ROW_BYTES`: a longer line (no training
+example is that long) is skipped to its end and reported as a `too_long` row, so one huge line
+cannot exhaust memory. CSV fields have the same bound. A JSON array is parsed element by
+element from the text (it has to be read whole; use JSONL for very large data: the validator
+warns above `JSON_WHOLE_FILE_WARN_BYTES`). CSV rows are
 plain string dicts; a `messages`/`conversations` cell that holds JSON is decoded (also in
 Parquet string columns). Parquet is read in record batches through pyarrow (optional extra).
 
@@ -38,7 +41,10 @@ Progress = Callable[[int, int], None]
 
 _PYTHON_LITERAL = re.compile(r"[:\[,]\s*(True|False|None)\s*[,}\]]")
 JSON_WHOLE_FILE_WARN_BYTES = 256 << 20  # a .json array this big is read whole: say so
-CSV_FIELD_LIMIT = 1 << 30  # the csv module's default (128 KiB) rejects long documents
+# The longest row read into memory (~4M tokens of text, far past any max_seq_len): parsing a
+# row costs several times its size, tokenizing it far more.
+MAX_ROW_BYTES = 16 << 20
+CSV_FIELD_LIMIT = MAX_ROW_BYTES  # the csv module's default (128 KiB) rejects long documents
 
 SUFFIXES = {
     ".jsonl": "jsonl",
@@ -135,16 +141,44 @@ def _check_text_encoding(path: Path) -> None:
         )
 
 
+def _bounded_lines(f: IO[bytes], limit: int) -> Iterator[tuple[bytes | None, int]]:
+    """(line, its length) for each line; (None, length) for a line longer than `limit`, which
+    is read past in pieces and never held whole."""
+    while True:
+        raw = f.readline(limit + 1)
+        if not raw:
+            return
+        if len(raw) <= limit or raw.endswith(b"\n"):
+            yield raw, len(raw)
+            continue
+        size = len(raw)
+        del raw
+        while piece := f.readline(1 << 20):
+            size += len(piece)
+            if piece.endswith(b"\n"):
+                break
+        yield None, size
+
+
 def _iter_jsonl(path: Path, progress: Progress | None) -> Iterator[RawRow]:
     total = path.stat().st_size
     done = 0
     name = str(path)
     first = True
     with _open_binary(path) as f:
-        for number, raw in enumerate(f, start=1):
-            done += len(raw)
+        for number, (raw, size) in enumerate(_bounded_lines(f, MAX_ROW_BYTES), start=1):
+            done += size
             if progress is not None and number % 2048 == 0:
                 progress(min(done, total), total)
+            if raw is None:
+                first = False
+                yield RawRow(
+                    Source(name, number),
+                    error=f"line is {size / (1 << 20):.1f} MiB, more than the "
+                    f"{MAX_ROW_BYTES >> 20} MiB a row may be; not read",
+                    code="too_long",
+                )
+                continue
             if not raw.strip():
                 continue  # blank lines are not rows (a trailing newline is common)
             row = _parse_json_line(raw, Source(name, number))

@@ -52,6 +52,7 @@ class FileReport:
     rows_read: int = 0
     rows_ok: int = 0
     rows_rejected: int = 0
+    rows_dropped: int = 0  # exact duplicates dropped by dedupe (read = ok + rejected + dropped)
     truncated: int = 0
 
 
@@ -69,6 +70,8 @@ class ValidationReport:
     stats: dict[str, Any] = field(default_factory=dict)
     hyperparameters: dict[str, Any] | None = None
     estimate: dict[str, Any] | None = None
+    # every training method and what it makes of this data: "usable", or why not
+    methods: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -85,6 +88,10 @@ class ValidationReport:
     @property
     def rows_rejected(self) -> int:
         return sum(f.rows_rejected for f in self.files)
+
+    @property
+    def rows_dropped(self) -> int:
+        return sum(f.rows_dropped for f in self.files)
 
     def add(self, issue: Issue) -> None:
         if issue.severity == "error":
@@ -105,12 +112,14 @@ class ValidationReport:
             "rows_read": self.rows_read,
             "rows_ok": self.rows_ok,
             "rows_rejected": self.rows_rejected,
+            "rows_dropped": self.rows_dropped,
             "errors": [asdict(e) for e in self.errors],
             "warnings": [asdict(w) for w in self.warnings],
             "error_count": self.error_count,
             "warning_count": self.warning_count,
             "error_codes": dict(sorted(self.error_codes.items())),
             "stats": self.stats,
+            "methods": self.methods,
             "hyperparameters": self.hyperparameters,
             "estimate": self.estimate,
         }

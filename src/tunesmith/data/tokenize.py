@@ -22,6 +22,12 @@ must be exactly those. We therefore
    that earlier turn cannot match inference too (one sequence cannot hold both tokenizations),
    and the example reports `retokenized > 0` (the validator warns, naming the line).
 
+Length is bounded by characters before anything is rendered: a conversation whose text has
+more characters than `max_seq_len` times the longest token's characters cannot fit in
+`max_seq_len` tokens, so it is rejected (`too_long`) without tokenizing it (a multi-MB row
+would otherwise cost GBs and seconds); with `truncate` it is cut to twice that bound first, far
+past the `max_seq_len` tokens that are kept.
+
 `train_on="assistant"` (default) trains assistant turns with weight 1 (the default) and their
 end-of-turn token; conversations marked `completion_only` (prompt/completion, input/output) train
 only the final answer, as does `train_on="last"` for every conversation; `train_on="all"` trains
@@ -33,7 +39,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tunesmith.data.formats import RowError, message_dicts
@@ -43,6 +49,7 @@ from tunesmith.errors import ConfigError
 IGNORE_INDEX = -100
 TRAIN_ON = ("assistant", "last", "all")
 EOT_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "</s>", "<|endoftext|>")
+MAX_CHARS_PER_TOKEN = 128  # a vocabulary with longer tokens still gets a bounded check
 
 
 @dataclass
@@ -107,6 +114,11 @@ class ChatTokenizer:
         self.tokenizer = tokenizer
         self.template = tokenizer.chat_template
         vocab = tokenizer.get_vocab()
+        # No token spells more characters than its vocabulary entry has (byte-level BPE: one
+        # symbol per byte; sentencepiece: one per character), so a text of n characters is at
+        # least n / max_token_chars tokens.
+        longest = max((len(t) for t in vocab), default=MAX_CHARS_PER_TOKEN)
+        self.max_token_chars = max(1, min(longest, MAX_CHARS_PER_TOKEN))
         markers = [tokenizer.eos_token] if tokenizer.eos_token else []
         markers += [m for m in EOT_MARKERS if m in vocab and m not in markers]
         self.markers = [m for m in markers if m]
@@ -270,6 +282,33 @@ class ChatTokenizer:
             self._split_re = None  # never seen; fall back for good rather than risk it
             return self._encode_plain(texts)
         return out
+
+    def bound_length(self, conv: Conversation, max_seq_len: int, truncate: bool) -> Conversation:
+        """Reject (or, with `truncate`, cut) a conversation by its characters before it is
+        rendered or tokenized (see the module docstring)."""
+        limit = max_seq_len * self.max_token_chars
+        total = sum(len(m.content) for m in conv.messages)
+        if total <= limit:
+            return conv
+        if not truncate:
+            raise RowError(
+                "too_long",
+                f"example is {total:,} characters, more than max_seq_len {max_seq_len} tokens "
+                f"can hold (a token is at most {self.max_token_chars} characters here); "
+                "rejected before tokenizing",
+                conv.source,
+                "messages",
+                hint="raise --max-seq-len, shorten the example, or pass --truncate",
+            )
+        budget = 2 * limit
+        if total <= budget:
+            return conv
+        messages = []
+        for m in conv.messages:  # later messages lie past the kept tokens: emptied
+            cut = m.content[:budget]
+            budget -= len(cut)
+            messages.append(replace(m, content=cut))
+        return replace(conv, messages=tuple(messages))
 
     def plan(self, conv: Conversation, train_on: str = "assistant") -> _Plan:
         """Render `conv` into loss-marked text segments (raises `RowError`)."""
@@ -435,6 +474,8 @@ def tokenize_many(
     texts: list[str] = []
     for conv in conversations:
         try:
+            if max_seq_len is not None:
+                conv = ct.bound_length(conv, max_seq_len, truncate)
             plan = ct.plan(conv, train_on)
         except RowError as exc:
             plans.append(exc)
@@ -525,13 +566,47 @@ def tokenize_preference(
     max_seq_len: int | None = None,
     truncate: bool = False,
 ) -> TokenizedPair:
-    """Tokenize a preference pair as prompt + chosen and prompt + rejected (answer-only loss)."""
+    """Tokenize a preference pair as prompt + chosen and prompt + rejected (answer-only loss;
+    raises the row's `RowError`)."""
+    result = tokenize_preferences([pair], tokenizer, max_seq_len=max_seq_len, truncate=truncate)[0]
+    if isinstance(result, RowError):
+        raise result
+    return result
+
+
+def tokenize_preferences(
+    pairs: Sequence[PreferencePair],
+    tokenizer: Any,
+    *,
+    max_seq_len: int | None = None,
+    truncate: bool = False,
+) -> list[TokenizedPair | RowError]:
+    """Tokenize preference pairs in one batch: each answer is the assistant turn after the
+    prompt, rendered by the same template and labelled by the same rule as SFT with
+    `train_on="last"` (loss on that answer and its end-of-turn token only, never on an
+    assistant turn inside the prompt). A row's problem comes back in its slot."""
     convs = [
         Conversation((*pair.prompt, Message("assistant", answer)), pair.source)
+        for pair in pairs
         for answer in (pair.chosen, pair.rejected)
     ]
-    chosen, rejected = (
-        tokenize_conversation(c, tokenizer, max_seq_len=max_seq_len, truncate=truncate)
-        for c in convs
+    done = tokenize_many(
+        convs, tokenizer, train_on="last", max_seq_len=max_seq_len, truncate=truncate
     )
-    return TokenizedPair(chosen, rejected, chosen.prompt_tokens, pair.source)
+    out: list[TokenizedPair | RowError] = []
+    for i, pair in enumerate(pairs):
+        chosen, rejected = done[2 * i], done[2 * i + 1]
+        if isinstance(chosen, RowError):
+            out.append(_answer_error(chosen, "chosen"))
+        elif isinstance(rejected, RowError):
+            out.append(_answer_error(rejected, "rejected"))
+        else:
+            out.append(TokenizedPair(chosen, rejected, chosen.prompt_tokens, pair.source))
+    return out
+
+
+def _answer_error(exc: RowError, which: str) -> RowError:
+    """A tokenizing error of one answer of a pair, saying which answer (not "messages")."""
+    if exc.field != "messages":
+        return exc
+    return RowError(exc.code or "invalid", exc.reason, exc.source, which, exc.hint, path=exc.path)

@@ -12,10 +12,12 @@ hyperparameters in `tunesmith.data.estimate`, the report classes in `tunesmith.d
 JSON report (`tunesmith data validate --json`, `ValidationReport.to_dict()`); keys are stable:
 
     ok                  bool   true when the data is usable (no errors)
-    settings            {model, max_seq_len, truncate, train_on, format}
+    settings            {model, max_seq_len, truncate, train_on, format, dedupe, method}
     files               list of {role ("train"|"validation"), path, format, sha256,
-                                 rows_read, rows_ok, rows_rejected, truncated}
-    rows_read, rows_ok, rows_rejected   totals over all files (read = ok + rejected)
+                                 rows_read, rows_ok, rows_rejected, rows_dropped, truncated}
+    rows_read, rows_ok, rows_rejected, rows_dropped   totals over all files
+                        (read = ok + rejected + dropped; only dedupe drops rows, each with a
+                        `deduplicated` warning)
     errors              list of issues (at most MAX_STORED_ISSUES)
     warnings            list of issues (at most MAX_STORED_ISSUES)
     error_count, warning_count   totals, including issues not stored
@@ -30,15 +32,17 @@ JSON report (`tunesmith data validate --json`, `ValidationReport.to_dict()`); ke
                          steps_per_epoch, total_steps, learning_rate, adapter, packing,
                          max_seq_len} | null   (the trainer's `auto` rules; rows = packed rows)
     estimate            {train_tokens, seconds, flops_per_second, n_params, device} | null
+    methods             {method: "usable" | why not} for every training method (supervised,
+                        dpo, reinforcement): which methods can use this data
 
 An issue is {severity ("error"|"warning"), code, path, line (null for file-level), field,
 message, hint}. Error codes: unreadable (the file, or the rest of it from `line`, could not be
 read), invalid_json, invalid_utf8, invalid_csv, not_object, unknown_format, mixed_format,
 missing_key, unknown_key, bad_type, unknown_role, empty_content, no_assistant, role_order,
-bad_weight, unsupported, identical_pair, special_token, template, too_long, duplicate, overlap,
-too_few.
-Warning codes: truncated, boundary, near_duplicate, conflicting_answers, short_answer,
-system_prompt, label_imbalance, mix_short, large_json.
+bad_weight, unsupported, identical_pair, special_token, template, too_long, overlap, too_few,
+method (the method asked for cannot train on this data, or not yet).
+Warning codes: duplicate (kept), deduplicated (dropped), truncated, boundary, near_duplicate,
+conflicting_answers, short_answer, system_prompt, label_imbalance, mix_short, large_json.
 `tunesmith data validate --json` also prints this shape when it cannot start (no such model,
 bad option): ok false and one error with code `model`, `config` or `unreadable`.
 """
@@ -47,9 +51,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from tunesmith.config import DEFAULT_MAX_SEQ_LEN
 from tunesmith.data.estimate import add_estimates, count_parameters
 from tunesmith.data.formats import (
     PREFERENCE_FORMATS,
@@ -59,6 +65,7 @@ from tunesmith.data.formats import (
     normalize_format,
     unknown_format_error,
 )
+from tunesmith.data.methods import method_type, methods_for, mismatch, usable_methods
 from tunesmith.data.quality import (
     MIN_EXAMPLES,
     Stats,
@@ -80,13 +87,14 @@ from tunesmith.data.readers import (
     file_kind,
     iter_rows,
 )
-from tunesmith.data.records import Conversation, Record
+from tunesmith.data.records import Conversation, PreferencePair, Record
 from tunesmith.data.report import FileReport, Issue, ValidationReport
 from tunesmith.data.tokenize import (
     TokenizedExample,
+    TokenizedPair,
     check_train_on,
     tokenize_many,
-    tokenize_preference,
+    tokenize_preferences,
 )
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.events import Reporter
@@ -128,8 +136,10 @@ class _Pass:
         truncate: bool,
         train_on: str,
         keep: bool,
+        dedupe: bool = False,
     ):
         self.report = report
+        self.dedupe = dedupe
         self.tokenizer = tokenizer
         self.max_seq_len = max_seq_len
         self.truncate = truncate
@@ -142,7 +152,8 @@ class _Pass:
         self.prompts: dict[int, int] = {}  # prompt hash -> answer hash (high bits) + location
         self.paths: list[str] = []
         self.stats = Stats()
-        self.kept: dict[str, list[tuple[Record, TokenizedExample | None]]] = {
+        # (record, its tokenization): a TokenizedPair for preference pairs
+        self.kept: dict[str, list[tuple[Record, Any]]] = {
             "train": [],
             "validation": [],
         }
@@ -201,13 +212,26 @@ def _records(
         yield record
 
 
+CHUNK_CHARS = 32 << 20  # a chunk of long rows is cut short: its text is held until tokenized
+
+
+def _chars(rec: Record) -> int:
+    if isinstance(rec, Conversation):
+        return sum(len(m.content) for m in rec.messages)
+    return sum(len(m.content) for m in rec.prompt) + len(rec.chosen) + len(rec.rejected)
+
+
 def _chunks(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
+    """Batches of at most `size` records and about CHUNK_CHARS characters, so memory stays
+    bounded however long the rows are."""
     chunk: list[Record] = []
+    chars = 0
     for r in records:
         chunk.append(r)
-        if len(chunk) >= size:
+        chars += _chars(r)
+        if len(chunk) >= size or chars >= CHUNK_CHARS:
             yield chunk
-            chunk = []
+            chunk, chars = [], 0
     if chunk:
         yield chunk
 
@@ -253,18 +277,24 @@ def _check_file(
     for chunk in _chunks(_records(rows, fmt, frep, report), CHUNK):
         fresh: list[Record] = []
         for rec in chunk:
-            issue = _dedupe(st, rec, role)
-            if issue is not None:
-                report.add(issue)
+            verdict = _dedupe(st, rec, role)
+            if verdict == "rejected":
                 frep.rows_rejected += 1
+            elif verdict == "dropped":
+                frep.rows_dropped += 1
             else:
                 fresh.append(rec)
         results = _tokenize(st, fresh)
-        for rec, res in zip(fresh, results, strict=True):
-            if isinstance(res, RowError):
-                _error(report, res)
+        for rec, tokenized in zip(fresh, results, strict=True):
+            if isinstance(tokenized, RowError):
+                _error(report, tokenized)
                 frep.rows_rejected += 1
                 continue
+            res = _longer(tokenized)
+            if isinstance(tokenized, TokenizedPair) and (
+                tokenized.chosen.truncated or tokenized.rejected.truncated
+            ):
+                res = replace(res, truncated=True) if res is not None else res
             frep.rows_ok += 1
             at, line = (rec.source.path, rec.source.line) if rec.source else (None, None)
             if res is not None and res.truncated:
@@ -296,17 +326,23 @@ def _check_file(
             if role == "train":
                 observe(st.stats, rec, res)
             if st.keep:
-                st.kept[role].append((rec, res))
+                st.kept[role].append((rec, tokenized))
     if progress is not None:  # the phase is over, whatever the reader last said
         size = path.stat().st_size
         progress(size, size)
     return frep
 
 
-def _tokenize(st: _Pass, records: list[Record]) -> list[TokenizedExample | RowError | None]:
+Tokenized = TokenizedExample | TokenizedPair
+
+
+def _tokenize(st: _Pass, records: list[Record]) -> list[Tokenized | RowError | None]:
+    """Each record tokenized as training will: a conversation by `train_on`, a preference pair
+    as its two answers (`tokenize_preferences`), both in one batch per kind."""
     if st.tokenizer is None:
         return [None] * len(records)
     convs = [r for r in records if isinstance(r, Conversation)]
+    pairs = [r for r in records if isinstance(r, PreferencePair)]
     done = iter(
         tokenize_many(
             convs,
@@ -316,26 +352,26 @@ def _tokenize(st: _Pass, records: list[Record]) -> list[TokenizedExample | RowEr
             truncate=st.truncate,
         )
     )
-    out: list[TokenizedExample | RowError | None] = []
+    done_pairs = iter(
+        tokenize_preferences(pairs, st.tokenizer, max_seq_len=st.max_seq_len, truncate=st.truncate)
+    )
+    out: list[Tokenized | RowError | None] = []
     for r in records:
-        if isinstance(r, Conversation):
-            out.append(next(done))
-            continue
-        try:
-            pair = tokenize_preference(
-                r, st.tokenizer, max_seq_len=st.max_seq_len, truncate=st.truncate
-            )
-        except RowError as exc:
-            out.append(exc)
-            continue
-        longer = max(pair.chosen, pair.rejected, key=len)
-        out.append(longer)
+        out.append(next(done) if isinstance(r, Conversation) else next(done_pairs))
     return out
 
 
-def _dedupe(st: _Pass, rec: Record, role: str) -> Issue | None:
-    """Exact duplicates and train/validation overlap are errors; near-duplicates and one prompt
-    with different answers are warnings."""
+def _longer(res: Tokenized | None) -> TokenizedExample | None:
+    """What a row's statistics and warnings look at: a pair's longer sequence."""
+    if isinstance(res, TokenizedPair):
+        return res.chosen if len(res.chosen) >= len(res.rejected) else res.rejected
+    return res
+
+
+def _dedupe(st: _Pass, rec: Record, role: str) -> str | None:
+    """Train/validation overlap is an error ("rejected"). An exact duplicate is a warning naming
+    the first line: kept (a real data set may repeat short examples), or "dropped" with
+    dedupe. Near-duplicates and one prompt with different answers are warnings."""
     src = rec.source
     assert src is not None
     here = src.line * 2 + (1 if role == "validation" else 0)
@@ -343,24 +379,41 @@ def _dedupe(st: _Pass, rec: Record, role: str) -> Issue | None:
     first = st.exact.get(key)
     if first is not None:
         if role == "validation" and not first & 1:
-            return Issue(
-                "error",
-                "overlap",
-                f"this validation example also appears in the training data at {st.loc(first)}",
+            st.report.add(
+                Issue(
+                    "error",
+                    "overlap",
+                    f"this validation example also appears in the training data at {st.loc(first)}",
+                    src.path,
+                    src.line,
+                    None,
+                    "held-out data must not be trained on; remove it from one file",
+                )
+            )
+            return "rejected"
+        if st.dedupe:
+            st.report.add(
+                Issue(
+                    "warning",
+                    "deduplicated",
+                    f"exact duplicate of line {first >> 1}: dropped (dedupe)",
+                    src.path,
+                    src.line,
+                )
+            )
+            return "dropped"
+        st.report.add(
+            Issue(
+                "warning",
+                "duplicate",
+                f"exact duplicate of line {first >> 1}: kept, so it is trained on more than once",
                 src.path,
                 src.line,
                 None,
-                "held-out data must not be trained on; remove it from one file",
+                "--dedupe (data.dedupe: true) drops repeats",
             )
-        return Issue(
-            "error",
-            "duplicate",
-            f"exact duplicate of line {first >> 1}",
-            src.path,
-            src.line,
-            None,
-            "remove the repeated row",
         )
+        return None
     st.exact[key] = here
     prompt, answer, _ = texts_of(rec)
     norm_prompt, norm_answer = normalize(prompt), normalize(answer)
@@ -401,7 +454,7 @@ def check_options(
     *,
     format: str | None = None,
     train_on: str = "assistant",
-    max_seq_len: int | None = 2048,
+    max_seq_len: int | None = DEFAULT_MAX_SEQ_LEN,
     path: Path | None = None,
     validation: Path | None = None,
 ) -> str | None:
@@ -412,7 +465,8 @@ def check_options(
     if max_seq_len is not None and (isinstance(max_seq_len, bool) or max_seq_len < MIN_SEQ_LEN):
         raise ConfigError(
             f"max_seq_len must be at least {MIN_SEQ_LEN} tokens, got {max_seq_len}",
-            hint="the chat template alone takes several tokens; 2048 is a common choice",
+            hint="the chat template alone takes several tokens; training's default is "
+            f"{DEFAULT_MAX_SEQ_LEN}",
         )
     for p in (path, validation):
         if p is not None:
@@ -433,21 +487,27 @@ def validate(
     *,
     validation: Path | None = None,
     format: str | None = None,
-    max_seq_len: int | None = 2048,
+    max_seq_len: int | None = DEFAULT_MAX_SEQ_LEN,
     truncate: bool = False,
     train_on: str = "assistant",
     model: str | None = None,
     on_event: Reporter | None = None,
     keep: bool = False,
     min_examples: int = MIN_EXAMPLES,
+    method: str | None = None,
+    dedupe: bool = False,
 ) -> tuple[ValidationReport, _Pass]:
     """Validate `path` (and an optional validation file) in one streaming pass each.
 
     With a tokenizer, every conversation is rendered and tokenized exactly as training will
     (token counts, over-long rows); without one only structure is checked. `keep=True` also
-    keeps the accepted records and their tokenization (for `prepare_sft`). Reading reports
+    keeps the accepted records and their tokenization (for `prepare_sft`; a preference pair's
+    is its `TokenizedPair`, for `prepare_preference`). Reading reports
     `progress` events (bytes read of each file) to `on_event`, in the phases `validate:train`
-    and `validate:validation`.
+    and `validate:validation`. `report.methods` says what every training method makes of the
+    data; with `method`, a method that cannot train on it (or not yet) is an error. Exact
+    duplicates are warnings (kept); `dedupe=True` drops every repeat (`rows_dropped`, a
+    warning per dropped line).
     """
     fmt = check_options(
         format=format,
@@ -456,6 +516,7 @@ def validate(
         path=Path(path),
         validation=validation,
     )
+    method = method_type(method) if method is not None else None
     report = ValidationReport(
         settings={
             "model": model,
@@ -463,10 +524,17 @@ def validate(
             "truncate": truncate,
             "train_on": train_on,
             "format": fmt or "auto",
+            "dedupe": dedupe,
         }
     )
     st = _Pass(
-        report, tokenizer, max_seq_len if tokenizer is not None else None, truncate, train_on, keep
+        report,
+        tokenizer,
+        max_seq_len if tokenizer is not None else None,
+        truncate,
+        train_on,
+        keep,
+        dedupe,
     )
     frep = _check_file(st, Path(path), "train", fmt, on_event)
     unread = report.error_codes.get("unreadable", 0)
@@ -493,6 +561,7 @@ def validate(
                 )
             )
     soft_checks(st.stats, report, str(path))
+    _check_method(report, frep, method)
     order = {p: i for i, p in enumerate(st.paths)}
 
     def position(issue: Issue) -> tuple[int, int]:
@@ -518,6 +587,23 @@ def validate(
         "labels": dict(s.labels.most_common(20)) if is_label_task(s) else None,
     }
     return report, st
+
+
+def _check_method(report: ValidationReport, frep: FileReport, method: str | None) -> None:
+    """Say which methods can use the file; an error when the asked-for one cannot."""
+    kind = _kind(frep.format) if frep.format else None
+    report.methods = methods_for(kind)
+    report.settings["method"] = method
+    why = mismatch(kind, method) if method else None
+    if why is None:
+        return
+    usable = usable_methods(kind)
+    hint = (
+        f"use method {' or '.join(usable)} for this file"
+        if usable
+        else "train on a file of conversations (messages with assistant answers) for now"
+    )
+    report.add(Issue("error", "method", why, frep.path, hint=hint))
 
 
 def _kind(fmt: str) -> str:

@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 
 from tunesmith import events
+from tunesmith.config import PREFERENCE_METHODS
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.eval.answers import answer, default_max_new_tokens, label, load_for_eval
 from tunesmith.eval.examples import EvalExample, load_examples
 from tunesmith.eval.results import LOSS_METRICS, ComparisonResult, ExampleResult, MetricComparison
 from tunesmith.eval.stats import bootstrap_mean, paired_bootstrap
 from tunesmith.events import Reporter
-from tunesmith.graders import Grader, Item, Sample, build_graders
+from tunesmith.graders import Grader, Item, Sample, build_graders, is_code_grader
 from tunesmith.runs import RunDir
 
 __all__ = ["compare_models", "compare_run", "compare_scores", "load_schema", "run_heldout"]
@@ -136,7 +137,7 @@ def compare_models(
     if not examples:
         raise DataError("no held-out examples to evaluate on")
     references = [e.reference for e in examples]
-    graders = build_graders(metrics, references, schema)
+    graders = build_graders(metrics, references, schema, on_event)
     names = [g.name for g in graders]
     main = main_metric or names[0]
     if main not in names and main not in LOSS_METRICS:
@@ -262,15 +263,16 @@ def compare_models(
 
 
 def _read_run(run: RunDir) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(manifest, config) of a run; a ConfigError when `run` holds neither."""
-    import yaml
+    """(manifest, config) of a run; a ConfigError when `run` holds neither. The config is
+    read like any config file (no YAML bombs, errors naming the file)."""
+    from tunesmith.config import read_yaml
 
     if not run.manifest_path.is_file() and not run.config.is_file():
         raise ConfigError(
             f"{run.path} is not a run directory (no {run.manifest_path.name} or {run.config.name})",
             hint="pass the directory `tunesmith train` wrote",
         )
-    config = (yaml.safe_load(run.config.read_text()) or {}) if run.config.is_file() else {}
+    config = read_yaml(run.config)[0] if run.config.is_file() else {}
     return run.manifest(), config
 
 
@@ -286,11 +288,18 @@ def run_heldout(run_dir: str | Path | RunDir, config: dict[str, Any]) -> list[Ev
         path = Path(data["validation"])
         return path if path.is_absolute() or path.exists() else run.path / path
     if data.get("validation_fraction") and data.get("train"):
-        from tunesmith.data.prepare import split_indices
+        from tunesmith.data.prepare import heldout_split, read_records
+        from tunesmith.data.quality import record_key
 
-        everything = load_examples(Path(data["train"]))
-        _, held = split_indices(
-            len(everything), float(data["validation_fraction"]), int(config.get("seed", 0))
+        train = Path(data["train"])
+        everything = load_examples(train)
+        keys = [record_key(r) for r in read_records(train, data.get("format"))]
+        if data.get("dedupe"):  # the rows training kept: each repeat dropped, first copy kept
+            first = {k: i for i, k in reversed(list(enumerate(keys)))}
+            kept = [i for i, k in enumerate(keys) if first[k] == i]
+            everything, keys = [everything[i] for i in kept], [keys[i] for i in kept]
+        _, held = heldout_split(
+            keys, float(data["validation_fraction"]), int(config.get("seed", 0))
         )
         return [everything[i] for i in held]
     previous = results_path(run.eval_dir)
@@ -331,21 +340,45 @@ def compare_run(
     *,
     output_dir: str | Path | None = None,
     on_event: Reporter | None = None,
+    trust_run_config: bool = False,
     **options: Any,
 ) -> ComparisonResult:
     """Compare a finished run's model with its base model on held-out data.
 
     Defaults come from the run: the base model from its manifest, held-out data from its config
     (`data.validation` or the validation split), metrics/schema/reference/long prompt from its
-    `eval` section when present. Reports go to the run's eval/ unless `output_dir` says
-    otherwise. Other `options` are those of `compare_models`."""
-    run = RunDir(run_dir)
+    `eval` section when present. Other `options` are those of `compare_models`.
+
+    `run_dir` may name one of the run's checkpoints (`RUN@step-N`, `RUN@best`, `RUN@latest`,
+    `RUN/checkpoints/step-N`): that checkpoint is compared instead of final/. Reports go to
+    `output_dir`; by default, the comparison of final/ on the run's own held-out data goes to
+    the run's eval/, and anything else (other data, a checkpoint) to a new folder of its own,
+    `RUN/evals/<data or step>-<time>/`, so the training-time report is never replaced.
+
+    A run directory may come from someone else: a code grader (`file.py:function`) named in
+    its config is imported only with `trust_run_config=True`; the caller's own `metrics` are
+    always used."""
+    from tunesmith.runs import checkpoint_ref
+
+    checkpoint = checkpoint_ref(run_dir)
+    run = checkpoint[0] if checkpoint is not None else RunDir(run_dir)
     options = {k: v for k, v in options.items() if v is not None}  # unset: the run decides
     report = events.reporter(on_event)
     manifest, config = _read_run(run)
-    eval_cfg = config.get("eval") or {}
+    raw_eval = config.get("eval")
+    eval_cfg: dict[str, Any] = raw_eval if isinstance(raw_eval, dict) else {}
+    if "metrics" not in options and not trust_run_config:
+        _refuse_run_code(run, eval_cfg.get("metrics"))
     base = _base_of(run, manifest, config, report)
-    tuned = run.final if run.has_final() else run.path
+    tuned: str | Path = run.final if run.has_final() else run.path
+    if checkpoint is not None:
+        step, _ = run.resolve_checkpoint(checkpoint[1])
+        tuned = str(run_dir)  # the model registry turns it into base + checkpoint weights
+        output_dir = output_dir or run.new_eval_dir(
+            f"step-{step}" + (f"-{Path(data).stem}" if data is not None else "")
+        )
+    elif data is not None and not _is_own_heldout(run, config, Path(data)):
+        output_dir = output_dir or run.new_eval_dir(data)
     examples = Path(data) if data is not None else run_heldout(run, config)
     for key, cfg_key in (
         ("metrics", "metrics"),
@@ -363,15 +396,73 @@ def compare_run(
         options["schema"] = load_schema(options["schema"])
     if _looks_like_file(options.get("long_prompt")):
         options["long_prompt"] = Path(options["long_prompt"]).read_text(encoding="utf-8")
-    return compare_models(
-        tuned,
-        base,
-        examples,
-        on_event=on_event,
-        output_dir=output_dir or run.eval_dir,
-        run_dir=run.path,
-        **options,
+    started_on = (manifest.get("base_adapter") or {}).get("path")
+    if started_on and Path(started_on).is_dir():  # trained on top of an adapter: its model
+        base = started_on
+    if manifest.get("method") not in PREFERENCE_METHODS:
+        return compare_models(
+            tuned,
+            base,
+            examples,
+            on_event=on_event,
+            output_dir=output_dir or run.eval_dir,
+            run_dir=run.path,
+            **options,
+        )
+    # DPO / ORPO: also how often each model prefers the chosen answer (eval/preference.py)
+    from tunesmith.eval.preference import heldout_pairs, method_beta, preference_comparison
+    from tunesmith.eval.report import write_reports
+
+    main = options.pop("main_metric", None)
+    result = compare_models(tuned, base, examples, on_event=on_event, run_dir=run.path, **options)
+    pairs = heldout_pairs(config, data)[: options.get("limit")]
+    result.metrics.update(
+        preference_comparison(
+            tuned,
+            base,
+            pairs,
+            beta=method_beta(config),
+            seed=int(options.get("seed", 0)),
+            on_event=on_event,
+        )
     )
+    if main is not None and main not in result.metrics:
+        raise ConfigError(f"main metric {main!r} is not among the metrics {list(result.metrics)}")
+    result.main_metric = main or "preference_accuracy"
+    write_reports(result, Path(output_dir or run.eval_dir))
+    return result
+
+
+def _is_own_heldout(run: RunDir, config: dict[str, Any], data: Path) -> bool:
+    """`data` is the run's own held-out file (its comparison then stays in eval/)."""
+    try:
+        own = run_heldout(run, config)
+    except DataError:
+        return False
+    try:
+        return isinstance(own, Path) and own.resolve() == data.expanduser().resolve()
+    except OSError:
+        return False
+
+
+def _refuse_run_code(run: RunDir, metrics: Any) -> None:
+    """A ConfigError when the run's saved config names a code grader: importing it would run
+    whatever code the run's author put there."""
+    names = metrics.split(",") if isinstance(metrics, str) else metrics
+    if not isinstance(names, list):
+        return
+    code = [str(m).strip() for m in names if isinstance(m, str) and is_code_grader(m)]
+    if code:
+        from tunesmith.errors import where
+
+        raise ConfigError(
+            f"the run's config names the code grader {code[0]!r}; code named by a run "
+            "directory is not imported unless you say so (it may not be yours)",
+            where=where(run.config, field="eval.metrics"),
+            hint="if you trust this run, pass --trust-run-config (api: trust_run_config=True); "
+            "or choose the metrics yourself with --metrics",
+            param="eval.metrics",
+        )
 
 
 def _looks_like_file(value: Any) -> bool:

@@ -20,6 +20,7 @@ from tunesmith.eval.results import (
     fmt_diff,
     fmt_value,
 )
+from tunesmith.events import Event, message
 from tunesmith.io import atomic_write
 from tunesmith.runs import RunDir
 
@@ -82,6 +83,48 @@ def write_reports(result: ComparisonResult, out_dir: Path) -> dict[str, Path]:
     atomic_write(paths["markdown"], render_markdown(result))
     atomic_write(paths["html"], render_html(result))
     return paths
+
+
+def check_report_dir(out_dir: Path, *, force: bool = False) -> None:
+    """Refuse, before any model is loaded, to write over an earlier report in `out_dir`
+    unless `force`: an evaluation on other data must not silently replace one."""
+    from tunesmith.errors import ConfigError
+
+    found = [n for n in REPORT_FILES.values() if (Path(out_dir) / n).exists()]
+    if found and not force:
+        raise ConfigError(
+            f"{out_dir} already holds a report ({', '.join(found)})",
+            param="output_dir",
+            hint="pick another --output-dir, leave it out (each evaluation then gets a folder "
+            "of its own), or pass --force to replace it",
+        )
+
+
+def summary_events(result: ComparisonResult, phase: str = "compare") -> list[Event]:
+    """What a person must see of a comparison they did not ask for by hand (the one that ends
+    a training run): the verdict (a `result` event), every warning, and where the report is."""
+    main = result.main
+    verdict = Event(
+        "result",
+        phase=phase,
+        message=result.verdict(),
+        level="warning" if main.better is False else "info",
+        data={
+            "verdict": result.verdict(),
+            "main_metric": result.main_metric,
+            "improved": result.improved if result.base_model else None,
+            "warnings": result.warnings(),
+        },
+    )
+    out = [verdict]
+    out += [message(w, phase=phase, level="warning") for w in result.warnings()]
+    if result.forgetting is not None and not result.forgetting.warning:
+        out.append(message(result.forgetting.message, phase=phase))
+    if result.output_dir is not None:
+        report = Path(result.output_dir) / REPORT_FILES["html"]
+        others = ", ".join(REPORT_FILES[k] for k in ("markdown", "json"))
+        out.append(message(f"report: {report} (also {others})", phase=phase, report=str(report)))
+    return out
 
 
 def _ci(m: MetricComparison) -> str:

@@ -189,6 +189,20 @@ class ComparisonResult:
             text += "; forgetting warning (see report)"
         return text
 
+    def warnings(self) -> list[str]:
+        """Every warning the report carries, one line each: forgetting, and any metric that
+        got significantly worse (the main metric's verdict says so itself)."""
+        out = []
+        if self.forgetting is not None and self.forgetting.warning:
+            out.append(self.forgetting.message)
+        for m in self.metrics.values():
+            if m.better is False and m.name != self.main_metric and m.base is not None:
+                out.append(
+                    f"WARNING: {m.name} got significantly worse: {fmt_value(m, m.base)} -> "
+                    f"{fmt_value(m, m.tuned)} ({fmt_diff(m, m.diff)})"
+                )
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "main_metric": self.main_metric,

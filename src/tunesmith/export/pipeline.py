@@ -30,6 +30,7 @@ from tunesmith.io import atomic_dir
 FORMATS = ("hf", "gguf")
 DEFAULT_QUANT = {"hf": "f32", "gguf": "q8_0"}
 PHASE = "export"
+EXPORT_MANIFEST = "export.json"  # what was exported, from what, verified how, and its files
 
 
 @dataclass
@@ -101,7 +102,8 @@ def _sha256(path: Path) -> str:
 
 def default_out_dir(source: ExportSource, fmt: str, quant: str) -> Path:
     root = source.run_dir or source.weights_dir.parent
-    return root / "export" / f"{fmt}-{quant}"
+    step = f"step-{source.checkpoint_step}-" if source.checkpoint_step is not None else ""
+    return root / "export" / f"{step}{fmt}-{quant}"
 
 
 def _check_not_over_inputs(out_dir: Path, source: ExportSource) -> None:
@@ -244,14 +246,15 @@ def export_model(
             result.roundtrip = _verify(tmp, result, tokenizer, reference_ids, reference)
             _require(result.roundtrip, stop, "GGUF" if fmt == "gguf" else "model")
         result.seconds = time.monotonic() - started
+        (tmp / "README.md").write_text(_readme(result, display), encoding="utf-8")
+        # export.json lists every file of the export, itself included
+        names = sorted({p.name for p in tmp.iterdir() if p.is_file()} | {EXPORT_MANIFEST})
+        result.files = [out_dir / n for n in names]
         manifest = result.as_dict()
         manifest["tunesmith_version"] = __version__
         weights = [p for p in sorted(tmp.iterdir()) if p.suffix in {".gguf", ".safetensors"}]
         manifest["sha256"] = {p.name: _sha256(p) for p in weights}
-        (tmp / "export.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        (tmp / "README.md").write_text(_readme(result, display), encoding="utf-8")
-        names = sorted(p.name for p in tmp.iterdir() if p.is_file())
-    result.files = [out_dir / n for n in names]
+        (tmp / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     step("done", 1.0)
     return result
 

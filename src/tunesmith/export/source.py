@@ -32,12 +32,14 @@ class ExportSource:
     adapter_type: str | None = None  # lora | dora | qlora
     run_dir: Path | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
+    checkpoint_step: int | None = None  # exporting checkpoint step-N of the run, not final/
 
     @property
     def display_name(self) -> str:
         """A short model name for GGUF metadata and the Modelfile."""
         root = self.run_dir or self.weights_dir
-        return root.name or "model"
+        name = root.name or "model"
+        return f"{name}-step-{self.checkpoint_step}" if self.checkpoint_step is not None else name
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -80,6 +82,19 @@ def _adapter_type(adapter_cfg: dict[str, Any], manifest: dict[str, Any]) -> str:
     return "lora"
 
 
+def _checkpoint_source(run: RunDir, ref: str, *, base: str | Path | None) -> ExportSource:
+    """A checkpoint of a run, written out once as a loadable folder (models/checkpoint.py),
+    exported like the run's final/ would be."""
+    from dataclasses import replace
+
+    from tunesmith.models.registry import checkpoint_dir
+
+    step, _ = run.resolve_checkpoint(ref)
+    weights = checkpoint_dir(run, ref)
+    source = _from_weights(weights, run.path, _read_json(run.manifest_path), base)
+    return replace(source, checkpoint_step=step)
+
+
 def resolve_source(path: str | Path, *, base: str | Path | None = None) -> ExportSource:
     """Resolve a run dir, adapter dir or HF model dir into an `ExportSource`.
 
@@ -87,6 +102,11 @@ def resolve_source(path: str | Path, *, base: str | Path | None = None) -> Expor
     `base_model_path`, its `base_model` (an alias or a directory), and finally the adapter's own
     `base_model_name_or_path`.
     """
+    from tunesmith.runs import checkpoint_ref
+
+    checkpoint = checkpoint_ref(path)
+    if checkpoint is not None:  # RUN@step-N, RUN@best, RUN@latest, RUN/checkpoints/step-N
+        return _checkpoint_source(*checkpoint, base=base)
     root = Path(path).expanduser()
     if not root.exists():
         raise ExportError(f"no such run or model directory: {root}")
@@ -99,6 +119,15 @@ def resolve_source(path: str | Path, *, base: str | Path | None = None) -> Expor
     manifest: dict[str, Any] = {}
     weights = root
     run = RunDir(root)
+    if RunDir.is_run(root) and not run.has_final() and run.complete_checkpoints():
+        status = run.status
+        latest = run.complete_checkpoints()[-1][0]
+        raise ExportError(
+            f"run {root} has no final/ directory"
+            + (f" (run status: {status})" if isinstance(status, str) else ""),
+            hint=f"export one of its checkpoints: {root}@step-{latest} (or {root}@best, "
+            f"{root}@latest)",
+        )
     if RunDir.is_run(root) or run.has_final():
         run_dir = root
         if run.manifest_path.is_file():
@@ -111,6 +140,13 @@ def resolve_source(path: str | Path, *, base: str | Path | None = None) -> Expor
                 + (f" (run status: {status})" if isinstance(status, str) else ""),
                 hint="export once training has finished; a run writes final/ at its end",
             )
+    return _from_weights(weights, run_dir, manifest, base)
+
+
+def _from_weights(
+    weights: Path, run_dir: Path | None, manifest: dict[str, Any], base: str | Path | None
+) -> ExportSource:
+    """The source for an adapter or model folder (of the run `run_dir`, when it is one)."""
     if (weights / "adapter_config.json").is_file():
         adapter_cfg = _read_json(weights / "adapter_config.json")
         if not (weights / "adapter_model.safetensors").is_file():

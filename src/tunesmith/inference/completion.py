@@ -1,19 +1,18 @@
 """One completion with what a serving API reports: the text, token counts and why it stopped.
 
-`complete` continues token ids (a chat prompt rendered by `prompt_ids`, or raw text for the
-completions API) and cuts the text at the first stop string; `stream_complete` yields the same
-text piece by piece and ends with the counts. Stop strings are honoured across piece borders:
-text that could still become a stop string is held back until it cannot.
+`TextStream` follows one reply token by token: it turns tokens into text incrementally, ends
+the reply at an end-of-turn token, at the first stop string or at max_tokens, and says which
+text is ready to send. Text that could still become a stop string is held back until it
+cannot, so a stop string never leaks out half-sent across piece borders. Streaming and
+non-streaming replies go through this same class, so a reply streamed piece by piece is the
+same text as the reply returned whole.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from tunesmith.inference.engine import GenerationSettings, _gen_kwargs
 
 
 @dataclass
@@ -24,98 +23,84 @@ class Completion:
     finish_reason: str  # "stop" (end of turn or a stop string) | "length" (max tokens)
 
 
-def _cut(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+def first_stop(text: str, stops: Sequence[str]) -> int:
+    """Index of the earliest stop string in `text`, -1 when there is none."""
     hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
-    return (text[: min(hits)], True) if hits else (text, False)
+    return min(hits) if hits else -1
 
 
-def _stop_kwargs(kwargs: dict[str, Any], tokenizer: Any, stop: Sequence[str]) -> dict[str, Any]:
-    """Let generation itself end at a stop string (transformers checks the decoded tail)."""
-    stops = [s for s in stop if s]
-    if stops:
-        kwargs.update(stop_strings=stops, tokenizer=tokenizer)
-    return kwargs
+class TextStream:
+    """The reply to one request as it grows. `add(token)` returns the text ready to send.
 
+    Detokenisation is incremental in the way vLLM and TGI do it: each step decodes only the last
+    few tokens (`_prefix:` against `_prefix:_read`), which keeps word-initial spaces of
+    SentencePiece vocabularies right and costs the same at token 500 as at token 5. A token that
+    ends inside a multi-byte character decodes to U+FFFD; its text waits for the next token.
+    """
 
-def complete(
-    model: Any, tokenizer: Any, ids: list[int], settings: GenerationSettings, stop: Sequence[str]
-) -> Completion:
-    import torch
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        prompt_tokens: int,
+        max_tokens: int,
+        stops: Sequence[str] = (),
+        stop_ids: Collection[int] = (),
+    ):
+        self.tokenizer = tokenizer
+        self.prompt_tokens = prompt_tokens
+        self.max_tokens = max(1, max_tokens)
+        self.stops = [s for s in stops if s]
+        self.stop_ids = set(stop_ids)
+        self.tokens: list[int] = []
+        self.text = ""  # everything decoded so far (may run past a stop string)
+        self.sent = 0  # characters of `text` handed out
+        self.finish_reason: str | None = None
+        self._prefix = 0
+        self._read = 0
+        self._hold = max((len(s) for s in self.stops), default=1) - 1
 
-    if settings.seed is not None:
-        torch.manual_seed(settings.seed)
-    device = next(model.parameters()).device
-    kwargs = _stop_kwargs(_gen_kwargs(model, tokenizer, settings), tokenizer, stop)
-    ends = set(kwargs["eos_token_id"])
-    input_ids = torch.tensor([ids], device=device)
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    def _decode(self, tokens: list[int]) -> str:
+        return str(
+            self.tokenizer.decode(
+                tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False
+            )
         )
-    new = out[0, len(ids) :].tolist()
-    cut = next((k for k, t in enumerate(new) if t in ends), None)
-    ended = cut is not None
-    tokens = new[:cut] if cut is not None else new
-    text = tokenizer.decode(tokens, skip_special_tokens=True)
-    text, stopped = _cut(text, stop)
-    reason = "stop" if ended or stopped or len(new) < settings.max_new_tokens else "length"
-    return Completion(text, len(ids), len(tokens), reason)
 
+    def add(self, token: int) -> str:
+        """Take the next generated token; returns the text that became ready ("" if none)."""
+        if self.done:
+            return ""
+        if token in self.stop_ids:
+            self.finish_reason = "stop"
+            return self._flush()
+        self.tokens.append(token)
+        before = self._decode(self.tokens[self._prefix : self._read])
+        after = self._decode(self.tokens[self._prefix :])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.text += after[len(before) :]
+            self._prefix, self._read = self._read, len(self.tokens)
+        cut = first_stop(self.text, self.stops)
+        if cut >= 0:
+            self.text = self.text[:cut]
+            self.finish_reason = "stop"
+            return self._flush()
+        if len(self.tokens) >= self.max_tokens:
+            self.finish_reason = "length"
+            return self._flush()
+        ready = max(self.sent, len(self.text) - self._hold)
+        piece, self.sent = self.text[self.sent : ready], ready
+        return piece
 
-def stream_complete(
-    model: Any, tokenizer: Any, ids: list[int], settings: GenerationSettings, stop: Sequence[str]
-) -> Iterator[str | Completion]:
-    """Text pieces, then one final `Completion` (its text is the whole reply)."""
-    import torch
-    from transformers import TextIteratorStreamer
+    def _flush(self) -> str:
+        piece, self.sent = self.text[self.sent :], len(self.text)
+        return piece
 
-    if settings.seed is not None:
-        torch.manual_seed(settings.seed)
-    device = next(model.parameters()).device
-    input_ids = torch.tensor([ids], device=device)
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    kwargs = _stop_kwargs(_gen_kwargs(model, tokenizer, settings), tokenizer, stop)
-    result: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            with torch.no_grad():
-                result["out"] = model.generate(
-                    input_ids=input_ids,
-                    attention_mask=torch.ones_like(input_ids),
-                    streamer=streamer,
-                    **kwargs,
-                )
-        except BaseException as exc:  # surfaced to the caller below
-            result["error"] = exc
-            streamer.end()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    sent, pending, stopped = "", "", False
-    longest = max((len(s) for s in stop if s), default=0)
-    for piece in streamer:
-        if stopped:
-            continue  # generation stops at the stop string too; drain what is left
-        pending += piece
-        pending, stopped = _cut(pending, stop)
-        keep = 0 if stopped else min(len(pending), max(0, longest - 1))
-        ready = pending[: len(pending) - keep]
-        if ready:
-            sent += ready
-            yield ready
-        pending = pending[len(pending) - keep :] if keep else ""
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    if pending and not stopped:
-        sent += pending
-        yield pending
-    ends = set(kwargs["eos_token_id"])
-    new = result["out"][0, len(ids) :].tolist()
-    cut = next((k for k, t in enumerate(new) if t in ends), None)
-    n = cut if cut is not None else len(new)
-    reason = (
-        "stop" if stopped or cut is not None or len(new) < settings.max_new_tokens else "length"
-    )
-    yield Completion(sent, len(ids), n, reason)
+    def result(self) -> Completion:
+        """The finished reply (its text is everything `add` handed out, in one piece)."""
+        reason = self.finish_reason or "stop"
+        return Completion(self.text[: self.sent], self.prompt_tokens, len(self.tokens), reason)

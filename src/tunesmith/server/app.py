@@ -32,6 +32,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        app.state.pool.close()
         store.close()
 
     app = FastAPI(
@@ -43,7 +44,12 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = store
     app.state.keys = settings.keys()
-    app.state.pool = ModelPool(settings.max_loaded_models)
+    app.state.pool = ModelPool(
+        settings.max_loaded_models,
+        pinned=set(settings.pinned_models),
+        max_adapters=settings.max_loaded_adapters,
+        max_batch=settings.max_batch,
+    )
     app.state.started = time.time()
     errors.install(app)
     for module in (files, fine_tuning, graders, models, chat):

@@ -59,7 +59,9 @@ def apply_adapter(model: Any, spec: Any) -> Any:
         model.train()
         return model
 
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    from tunesmith.models.adapters import lora_config
 
     if spec.adapter == "qlora":
         with warnings.catch_warnings():
@@ -69,15 +71,7 @@ def apply_adapter(model: Any, spec: Any) -> Any:
             )
     targets = spec.lora.target_modules
     try:
-        config = LoraConfig(
-            r=spec.lora.r,
-            lora_alpha=spec.lora.alpha,
-            lora_dropout=spec.lora.dropout,
-            target_modules=targets,
-            use_dora=spec.adapter == "dora",
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
+        config = lora_config(spec)
         with warnings.catch_warnings():  # peft still asks transformers for a renamed property
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
             peft_model = get_peft_model(model, config)

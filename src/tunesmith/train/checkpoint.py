@@ -24,9 +24,9 @@ from typing import Any
 
 from tunesmith.io import atomic_write_json, fsync_dir, read_json
 from tunesmith.runs import CHECKPOINT_COMPLETE as COMPLETE
+from tunesmith.runs import CHECKPOINT_WEIGHTS as WEIGHTS
 from tunesmith.runs import RunDir
 
-WEIGHTS = "trainable.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 OPTIMIZER_META = "optimizer.json"
 STATE = "trainer_state.json"

@@ -111,6 +111,27 @@ def _peft_linear_type() -> type | None:
     return Linear
 
 
+def _can_fuse(layer: Any) -> bool:
+    """What does not change during a run: the layer's adapters are plain LoRA on a plain
+    `nn.Linear` (not DoRA or another peft variant, not a 4-bit base, no LoRA bias, standard
+    dropout). Only such layers are put on the fast path, so the count `install` reports is
+    the number of layers that really run fused."""
+    if getattr(layer, "lora_variant", None):
+        return False
+    if getattr(layer, "fan_in_fan_out", False) or any(getattr(layer, "lora_bias", {}).values()):
+        return False
+    if type(layer.base_layer) is not nn.Linear:
+        return False
+    for name in layer.lora_A:
+        a, b = layer.lora_A[name], layer.lora_B[name]
+        if any(type(m) is not nn.Linear or m.bias is not None for m in (a, b)):
+            return False
+        dropout = layer.lora_dropout[name]
+        if not isinstance(dropout, nn.Identity) and type(dropout) is not nn.Dropout:
+            return False
+    return True
+
+
 def _fast_args(layer: Any, x: torch.Tensor) -> tuple | None:
     """The function's arguments when this call can take the fast path, else None."""
     if (
@@ -174,7 +195,7 @@ def install(model: nn.Module) -> int:
         return 0
     count = 0
     for module in model.modules():
-        if type(module) is linear:
+        if type(module) is linear and _can_fuse(module):
             fast = _fast_types.get(linear)
             if fast is None:
                 fast = type("FastLoraLinear", (_FastLoraMixin, linear), {})

@@ -6,7 +6,8 @@ Read `train_loop` to know exactly what a step does:
      micro-batches, all ranks),
   3. forward/backward each micro-batch with loss = sum of unit losses / that count
      (so a step's gradient is the mean over units, however the rows were split),
-  4. stop with an error naming the step if the loss or gradient norm is not finite,
+  4. stop with an error naming the step if the loss or gradient norm is not finite, or the run
+     diverged, collapsed or stopped learning (guards.py: from numbers already on the host),
   5. clip, optimizer step, LR schedule,
   6. validate / log / checkpoint / early-stop / honour a cancel request, on their cadence.
 What is trained on (SFT, DPO, GRPO) is the objective's business (train/objectives/): the loop
@@ -34,6 +35,7 @@ from tunesmith.runs import RunDir
 from tunesmith.train import checkpoint as ckpt
 from tunesmith.train import distributed as dist
 from tunesmith.train.batching import epoch_order, step_micro_batches, steps_per_epoch
+from tunesmith.train.guards import DivergenceGuard, uniform_loss
 from tunesmith.train.objectives import Objective
 
 
@@ -49,6 +51,7 @@ class LoopState:
     best_step: int | None = None
     evals_since_best: int = 0
     elapsed_s: float = 0.0
+    start_loss: float | None = None  # the first step's loss: what "diverged" is measured from
 
 
 @dataclass
@@ -142,6 +145,7 @@ def train_loop(ctx: LoopContext) -> str:
     world = ctx.info.world_size
     per_epoch = steps_per_epoch(len(ctx.rows), spec.batch_size * spec.grad_accum * world)
     params = [p for p in ctx.model.parameters() if p.requires_grad]
+    guard = DivergenceGuard(uniform_loss(ctx.model, obj.unit))
     order_epoch, order = -1, []
     ctx.report(
         Event(
@@ -207,6 +211,7 @@ def train_loop(ctx: LoopContext) -> str:
                     "training stopped",
                     hint="lower learning_rate (or lr_multiplier), or set max_grad_norm",
                 )
+            guard.check(st, step_no, loss, grad_norm)
             lr = ctx.optimizer.param_groups[0]["lr"]
             ctx.optimizer.step()
             ctx.scheduler.step()
@@ -241,6 +246,10 @@ def train_loop(ctx: LoopContext) -> str:
                 ctx.report(Event("metrics", phase="train", step=st.step, total=total, data=record))
             st.elapsed_s = time.perf_counter() - run_start
             cancelled = flags[1].item() > 0
+            if is_eval and ctx.val_rows and not cancelled:
+                # validation can take long: a cancel asked for meanwhile stops the run now,
+                # before the next step starts (every rank validated, so every rank asks)
+                cancelled = _cancel_agreed(cancel)
             if st.step % spec.save_every_steps == 0 or cancelled:
                 save(ctx)
             if cancelled:
@@ -256,6 +265,12 @@ def train_loop(ctx: LoopContext) -> str:
                 )
                 return "early_stopped"
     return "completed"
+
+
+def _cancel_agreed(cancel: CancelWatch) -> bool:
+    """Whether any rank has a cancel request now (collective: every rank calls it)."""
+    flag = torch.tensor([float(cancel.poll())], dtype=torch.float64)
+    return dist.all_reduce_sum(flag)[0].item() > 0
 
 
 def _early_stopping(ctx: LoopContext, val_loss: float) -> bool:

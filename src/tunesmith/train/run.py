@@ -9,13 +9,17 @@ RUN_DIR/events.jsonl, metrics.jsonl and TensorBoard (reporting.py).
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tunesmith import events
 from tunesmith.config import ResolvedSpec, RunSpec, load_spec
-from tunesmith.errors import ConfigError
+from tunesmith.errors import ConfigError, TrainingError
 from tunesmith.events import Event, Reporter
 from tunesmith.runs import RunDir
 from tunesmith.train import distributed as dist
@@ -33,6 +37,8 @@ class RunResult:
     model: Any = field(default=None, repr=False)
     has_validation: bool = False
     is_main: bool = True  # rank 0 (or not distributed): the process that reports
+    # The base-vs-tuned comparison that ended the run (api.train fills it in), if one ran.
+    comparison: Any = field(default=None, repr=False)
 
     @property
     def run(self) -> RunDir:
@@ -48,9 +54,11 @@ def train(
     overrides: list[str] | None = None,
     *,
     on_event: Reporter | None = None,
+    force: bool = False,
 ) -> RunResult:
-    """Train from a spec (YAML path, dict or RunSpec) plus `key=value` overrides."""
-    return _run(load_spec(spec, overrides), None, events.reporter(on_event))
+    """Train from a spec (YAML path, dict or RunSpec) plus `key=value` overrides. `force`: the
+    output_dir may be a non-empty directory that is not a run (see setup.check_new_run_dir)."""
+    return _run(load_spec(spec, overrides), None, events.reporter(on_event), force=force)
 
 
 def resume(run_dir: str | Path, *, on_event: Reporter | None = None) -> RunResult:
@@ -67,21 +75,58 @@ def resume(run_dir: str | Path, *, on_event: Reporter | None = None) -> RunResul
     return _run(spec, run, events.reporter(on_event))
 
 
-def _run(spec: RunSpec, resume_run: RunDir | None, on_event: Reporter) -> RunResult:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the loop (setup, model load, writing final/): stop like Ctrl-C does, so
+    the run is marked failed instead of dying with its manifest reading "running". (In the
+    loop, SIGTERM is a cancel request: checkpoint, then stop; see loop.CancelWatch.)"""
+
+    def __init__(self) -> None:
+        super().__init__("terminated (SIGTERM)")
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _run(
+    spec: RunSpec, resume_run: RunDir | None, on_event: Reporter, *, force: bool = False
+) -> RunResult:
+    with _sigterm_raises():
+        return _run_inner(spec, resume_run, on_event, force)
+
+
+def _run_inner(
+    spec: RunSpec, resume_run: RunDir | None, on_event: Reporter, force: bool
+) -> RunResult:
     from tunesmith.train.loop import train_loop
     from tunesmith.train.reporting import RunReporter
-    from tunesmith.train.setup import prepare
+    from tunesmith.train.setup import failure_reason, prepare
 
     info, device = dist.init(spec.device)
     report = on_event if info.is_main else events.ignore
     prepared = None
     run_report: RunReporter | None = None
     try:
-        prepared = prepare(spec, resume_run, info, device, report)
+        prepared = prepare(spec, resume_run, info, device, report, force=force)
         ctx = prepared.ctx
         if info.is_main:
             run_report = RunReporter(ctx.run, on_event)
             ctx.report = run_report
+        prepare_objective = getattr(ctx.objective, "prepare", None)
+        if prepare_objective is not None:  # with the initial weights: before a resume restores
+            prepare_objective(ctx)
         if resume_run is not None:
             _resume_into(ctx)
         status = train_loop(ctx)
@@ -103,9 +148,7 @@ def _run(spec: RunSpec, resume_run: RunDir | None, on_event: Reporter) -> RunRes
         )
     except BaseException as exc:
         if prepared is not None and info.is_main:
-            reason = str(exc) or type(exc).__name__
-            if isinstance(exc, KeyboardInterrupt):
-                reason = "interrupted"
+            reason = failure_reason(exc)
             prepared.ctx.run.set_status("failed", error=reason)
             prepared.ctx.report(
                 Event("status", phase="train", level="error", message=f"run failed: {reason}",
@@ -128,16 +171,38 @@ def _resume_into(ctx: Any) -> None:
         for removed in ckpt.remove_incomplete(ctx.run):
             ctx.report(events.message(f"removed incomplete checkpoint {removed.name}"))
     dist.barrier()
-    latest = ctx.run.latest_checkpoint()
-    if latest is None:
+    found = ctx.run.complete_checkpoints()
+    if not found:
         ctx.report(events.message("no complete checkpoint yet: starting this run from step 0"))
         if ctx.info.is_main:
             ctx.run.truncate_metrics(0)
         return
-    restore(ctx, latest)
-    if ctx.info.is_main:
-        ctx.run.truncate_metrics(ctx.state.step)
-        ctx.report(events.message(f"resumed from {latest} (step {ctx.state.step})"))
+    # A checkpoint can be damaged after it was marked complete (a disk error, a bad copy):
+    # fall back to the next older complete one, saying so; fail cleanly if none is usable.
+    unusable: list[str] = []
+    for _, path in reversed(found):
+        try:
+            restore(ctx, path)
+        except Exception as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            unusable.append(f"{path.name}: {reason}")
+            ctx.report(
+                events.message(
+                    f"checkpoint {path} is damaged and cannot be resumed from ({reason}); "
+                    "trying the one before it",
+                    level="warning",
+                )
+            )
+            continue
+        if ctx.info.is_main:
+            ctx.run.truncate_metrics(ctx.state.step)
+            older = f", the newest usable one ({len(unusable)} damaged skipped)" if unusable else ""
+            ctx.report(events.message(f"resumed from {path} (step {ctx.state.step}){older}"))
+        return
+    raise TrainingError(
+        f"no checkpoint of {ctx.run.path} can be resumed from: " + "; ".join(unusable),
+        hint=f"to start this run over from step 0, delete {ctx.run.checkpoints}",
+    )
 
 
 def _finish(ctx: Any, status: str, tokenizer: Any) -> None:
@@ -162,8 +227,13 @@ def _finish(ctx: Any, status: str, tokenizer: Any) -> None:
         full, _ = ckpt.gather_state(state_module(ctx), ctx.optimizer, full=True)
         state_dict = {k.removeprefix("model."): v for k, v in full.items()}
     if ctx.info.is_main:
+        stacked = (run.manifest().get("base_adapter") or {}).get("path")
         with atomic_dir(run.final, replace=True) as tmp:
             save_final(ctx.model, tokenizer, tmp, state_dict=state_dict)
+            if stacked:  # trained on top of an adapter: final/ holds both as one
+                from tunesmith.models.stacking import read_base_adapter, write_stacked
+
+                write_stacked(tmp, read_base_adapter(Path(stacked)))
         run.set_status(
             status,
             steps=st.step,

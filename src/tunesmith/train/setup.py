@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith import events
-from tunesmith.config import ResolvedSpec, RunSpec, dump_spec
+from tunesmith.config import ResolvedSpec, RunSpec, absolute_paths, dump_spec
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.events import Reporter
 from tunesmith.runs import RunDir, RunLock, build_manifest, default_run_dir, now
@@ -29,17 +29,121 @@ class Prepared:
     lock: RunLock | None
 
 
-def check_new_run_dir(run: RunDir) -> None:
-    if run.holds_run():
+# What a directory may hold and still count as empty: leftovers of an attempt that stopped
+# before it wrote anything (the lock file, a cancel request).
+_NOT_CONTENT = {".lock", "CANCEL"}
+
+
+def check_new_run_dir(run: RunDir, *, force: bool = False) -> None:
+    """Refuse, before anything is loaded or written, an output_dir that must not become this
+    run: a filesystem root or the home folder (never, even with `force`), a file, a directory
+    that already holds a run (saying how its last attempt ended and how to go on), a non-empty
+    directory that is not a run (unless `force`), or one this process cannot write."""
+    path = run.path.expanduser()
+    resolved = path.resolve()
+    if resolved == Path(resolved.anchor) or resolved == Path.home().resolve():
+        what = "a filesystem root" if resolved == Path(resolved.anchor) else "your home folder"
         raise ConfigError(
-            f"output directory {run.path} already holds a run",
-            hint=f"continue it with: tunesmith train --resume {run.path}, or pick another "
-            "output_dir",
+            f"output_dir {path} is {what}; a run writes config.yaml, checkpoints/, final/ "
+            "and more, so it needs a directory of its own",
+            param="output_dir",
+            hint="pick a new directory, e.g. runs/NAME",
+        )
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"output_dir {path} is a file, not a directory", param="output_dir")
+    if run.holds_run():
+        raise _holds_run_error(run)
+    if path.is_dir() and not force:
+        content = sorted(p.name for p in path.iterdir() if p.name not in _NOT_CONTENT)
+        if content:
+            more = f" and {len(content) - 3} more" if len(content) > 3 else ""
+            shown = ", ".join(content[:3]) + more
+            raise ConfigError(
+                f"output_dir {path} is not empty and is not a tunesmith run (it holds "
+                f"{shown}); a run would overwrite files in it",
+                param="output_dir",
+                hint="pick a new or empty directory, or pass --force (api: force=True) to "
+                "write the run into it anyway",
+            )
+    check_writable(path)
+
+
+def check_writable(path: Path) -> None:
+    """A ConfigError when the run directory (or the folder it would be made in) cannot be
+    written: found now, not after the model has loaded."""
+    import os
+    import tempfile
+
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    reason = None if os.access(probe, os.W_OK | os.X_OK) else "Permission denied"
+    if reason is None:  # access() says yes to root even on a read-only mount: try it
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".tunesmith-write-check-", dir=probe))
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+    if reason is not None:
+        where_ = "it" if probe == path else f"{probe}, where it would be created,"
+        raise ConfigError(
+            f"output_dir {path} cannot be written: {where_} is not writable ({reason})",
+            param="output_dir",
+            hint="pick a directory you can write, or fix its permissions",
         )
 
 
+def _holds_run_error(run: RunDir) -> ConfigError:
+    """'already holds a run', saying what became of its last attempt and how to go on."""
+    manifest = run.manifest()
+    status = manifest.get("status")
+    resume = f"continue it with: tunesmith train --resume {run.path}"
+    fresh = "or pick another output_dir (or delete this one) to start over"
+    if status in ("completed", "early_stopped"):
+        return ConfigError(
+            f"output directory {run.path} already holds a finished run ({status})",
+            param="output_dir",
+            hint="pick another output_dir for a new run",
+        )
+    if status == "failed":
+        error = str(manifest.get("error") or "no reason recorded")
+        error = error if len(error) <= 200 else error[:197] + "..."
+        return ConfigError(
+            f"output directory {run.path} holds an earlier attempt that failed: {error}",
+            param="output_dir",
+            hint=f"fix the cause, then {resume}; {fresh}",
+        )
+    if status == "cancelled":
+        step = manifest.get("cancelled_at_step")
+        at = f" at step {step}" if step is not None else ""
+        return ConfigError(
+            f"output directory {run.path} holds a run that was cancelled{at}",
+            param="output_dir",
+            hint=f"{resume}; {fresh}",
+        )
+    if status == "running":
+        return ConfigError(
+            f"output directory {run.path} holds a run that reads 'running': it is still "
+            "training in another process, or that process was killed",
+            param="output_dir",
+            hint=f"if it was killed, {resume}; {fresh}",
+        )
+    return ConfigError(
+        f"output directory {run.path} already holds a run",
+        param="output_dir",
+        hint=f"{resume}; {fresh}",
+    )
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What a failed run's manifest says about why it stopped."""
+    if isinstance(exc, KeyboardInterrupt):
+        return str(exc) or "interrupted"
+    return str(exc) or type(exc).__name__
+
+
 def prepare_data(spec: RunSpec, tokenizer: Any) -> Any:
-    from tunesmith.data.prepare import prepare_sft
+    from tunesmith.data.prepare import prepare_preference, prepare_sft
+    from tunesmith.train.objectives import PREFERENCE_METHODS
 
     if spec.data.train is None:
         raise ConfigError(
@@ -47,6 +151,25 @@ def prepare_data(spec: RunSpec, tokenizer: Any) -> Any:
             where="data.train",
             param="data.train",
             hint="set data.train in the config or pass --data FILE",
+        )
+    if spec.method.type in PREFERENCE_METHODS:  # pairs: never packed or mixed
+        if spec.data.mix:
+            raise ConfigError(
+                f"data.mix adds conversations, which method {spec.method.type} cannot train on",
+                where="data.mix",
+                param="data.mix",
+            )
+        return prepare_preference(
+            Path(spec.data.train),
+            tokenizer,
+            method=spec.method.type,
+            validation=spec.data.validation,
+            validation_fraction=spec.data.validation_fraction,
+            max_seq_len=spec.data.max_seq_len,
+            truncate=spec.data.truncate,
+            seed=spec.seed,
+            format=spec.data.format,
+            dedupe=spec.data.dedupe,
         )
     return prepare_sft(
         Path(spec.data.train),
@@ -59,7 +182,24 @@ def prepare_data(spec: RunSpec, tokenizer: Any) -> Any:
         seed=spec.seed,
         mix=list(spec.data.mix) or None,
         format=spec.data.format,
+        dedupe=spec.data.dedupe,
     )
+
+
+def duplicate_notes(report: Any) -> list[str]:
+    """What training says about repeated rows: kept ones (trained on more than once) or, with
+    data.dedupe, the ones dropped, naming their lines."""
+    out = []
+    for code, text in (
+        ("duplicate", "exact duplicate rows kept (trained on more than once; data.dedupe: "
+         "true drops them)"),
+        ("deduplicated", "exact duplicate rows dropped (data.dedupe)"),
+    ):  # fmt: skip
+        found = [w for w in report.warnings if w.code == code]
+        if found:
+            lines = ", ".join(w.where for w in found[:10]) + (", ..." if len(found) > 10 else "")
+            out.append(f"{len(found)} {text}: {lines}")
+    return out
 
 
 def dtypes(spec: RunSpec, device: Any) -> tuple[str | None, Any]:
@@ -139,6 +279,19 @@ def check_same_data(run: RunDir, data: Any) -> None:
         )
 
 
+def check_same_base_adapter(run: RunDir, stack: Any) -> None:
+    """A resumed run on top of an adapter must find that adapter as it was."""
+    was = (run.manifest().get("base_adapter") or {}).get("sha256")
+    now_sha = stack.sha256 if stack is not None else None
+    if was != now_sha:
+        raise ConfigError(
+            "the adapter this run trains on top of changed (or appeared) since it started; "
+            "resuming would not continue the same run",
+            where=str(stack.path) if stack is not None else None,
+            param="model",
+        )
+
+
 def _load_base(spec: RunSpec, base_path: Path, device: Any) -> tuple[Any, Any]:
     from tunesmith.models.load import load_model, quantization_config
 
@@ -172,6 +325,12 @@ def _resolve(spec: RunSpec, data: Any, rows: list, val_rows: list, cfg: Any, wei
     notes["dtype"] = f"weights {dts[0]}, autocast {dts[1] or 'off'}"
     if info.enabled:
         notes["distributed"] = dist.resolve_strategy(resolved.distributed.strategy, info)
+    made_absolute = absolute_paths(resolved)
+    if made_absolute:
+        notes["paths"] = (
+            f"{', '.join(made_absolute)} stored as absolute paths (from {Path.cwd()}), so "
+            "--resume and compare work from any directory"
+        )
     resolved.auto_notes = notes
     return resolved
 
@@ -182,18 +341,23 @@ def prepare(
     info: dist.DistInfo,
     device: Any,
     report: Reporter,
+    *,
+    force: bool = False,
 ) -> Prepared:
-    """Everything up to the first step. `report` receives setup messages (rank 0's only)."""
+    """Everything up to the first step. `report` receives setup messages (rank 0's only).
+    `force`: a new run may go into a non-empty directory that is not a run."""
     import torch
 
+    from tunesmith.models import stacking
     from tunesmith.models.load import load_tokenizer, resolve_path
+    from tunesmith.models.registry import resolve
     from tunesmith.train import fast_lora
     from tunesmith.train.adapters import apply_adapter, count_parameters
     from tunesmith.train.attention import use_packed_attention
-    from tunesmith.train.batching import make_rows
     from tunesmith.train.host_memory import keep_freed_memory
     from tunesmith.train.loop import LoopContext
-    from tunesmith.train.objectives import check_method, make_objective
+    from tunesmith.train.objectives import PREFERENCE_METHODS, check_method, make_objective
+    from tunesmith.train.objectives import make_rows as objective_rows
 
     def say(text: str, level: events.Level = "info") -> None:
         if info.is_main:
@@ -213,19 +377,32 @@ def prepare(
     else:
         run = RunDir(dist.broadcast_object(str(default_run_dir(spec.model).path)))
     if resume is None:  # every rank checks: no rank may wait for one that failed
-        check_new_run_dir(run)
+        check_new_run_dir(run, force=force)
+    else:
+        check_writable(run.path)
     dist.barrier()
 
     # Data first: validate with the tokenizer before paying for the model.
     base_path = resolve_path(spec.model)
+    # `--model RUN_DIR` of an adapter run: train on top of that adapter (models/stacking.py)
+    carried = resolve(spec.model).adapter
+    stack = stacking.read_base_adapter(carried) if carried is not None else None
+    if stack is not None:
+        stacking.check_stackable(stack, spec.adapter)
     tokenizer = load_tokenizer(base_path)
     data = prepare_data(spec, tokenizer)
+    for note in duplicate_notes(data.report):
+        say(note, level="warning")
     if not data.train:
         raise DataError("no training examples left after validation", where=str(spec.data.train))
-    rows = make_rows(data.train, spec.data.max_seq_len, packing=spec.data.packing)
-    val_rows = make_rows(data.validation, spec.data.max_seq_len, packing=spec.data.packing)
+    method = spec.method.type
+    rows = objective_rows(method, data.train, spec.data.max_seq_len, packing=spec.data.packing)
+    val_rows = objective_rows(
+        method, data.validation, spec.data.max_seq_len, packing=spec.data.packing
+    )
     if resume is not None:
         check_same_data(run, data)
+        check_same_base_adapter(run, stack)
     if spec.early_stopping.enabled and not val_rows:
         raise ConfigError(
             "early stopping needs validation data",
@@ -235,6 +412,12 @@ def prepare(
         )
 
     loaded, dts = _load_base(spec, base_path, device)
+    if stack is not None:
+        loaded.model = stacking.fold(loaded.model, stack)
+        say(
+            f"training on top of the adapter {stack.path}: merged into the frozen weights in "
+            "memory (its files stay as they are); a new adapter trains on top"
+        )
     if not isinstance(spec, ResolvedSpec):
         weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
         spec = _resolve(
@@ -249,41 +432,54 @@ def prepare(
 
     lock: RunLock | None = None
     if info.is_main:
-        run.path.mkdir(parents=True, exist_ok=True)
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # checked above; the filesystem may still say no
+            raise ConfigError(
+                f"cannot create the run directory {run.path}: {exc.strerror or exc}",
+                param="output_dir",
+            ) from None
         lock = run.lock().acquire()
-        if resume is None:
-            run.write_config(dump_spec(spec))
-            run.write_manifest(
-                build_manifest(
-                    spec=spec,
-                    base_model_path=base_path,
-                    train_sha256=data.train_sha256,
-                    validation_sha256=data.validation_sha256,
-                    device=device,
-                    world_size=info.world_size,
-                    n_train=len(data.train),
-                    n_validation=len(data.validation),
-                )
-            )
-        else:
-            run.update_manifest(status="running", resumed=now(), finished=None)
-        run.clear_cancel()
-        say(("resuming run " if resume else "run directory: ") + str(run.path))
-        say("resolved config:\n" + dump_spec(spec).rstrip())
-        say(
-            f"data: {len(data.train)} train examples in {len(rows)} rows"
-            f"{' (packed)' if spec.data.packing else ''}, {len(data.validation)} validation; "
-            f"{spec.total_steps} optimizer steps"
-        )
-    dist.barrier()
-
+    # From here on the run directory exists and is ours: any failure marks it failed.
     try:
+        if info.is_main:
+            if resume is None:
+                run.write_config(dump_spec(spec))
+                run.write_manifest(
+                    build_manifest(
+                        spec=spec,
+                        base_model_path=base_path,
+                        train_sha256=data.train_sha256,
+                        validation_sha256=data.validation_sha256,
+                        device=device,
+                        world_size=info.world_size,
+                        n_train=len(data.train),
+                        n_validation=len(data.validation),
+                    )
+                )
+                if stack is not None:
+                    run.update_manifest(base_adapter=stack.to_manifest())
+            else:
+                run.update_manifest(status="running", resumed=now(), finished=None)
+            run.clear_cancel()
+            say(("resuming run " if resume else "run directory: ") + str(run.path))
+            say("resolved config:\n" + dump_spec(spec).rstrip())
+            packed = " (packed)" if spec.data.packing and method not in PREFERENCE_METHODS else ""
+            say(
+                f"data: {len(data.train)} train examples in {len(rows)} rows"
+                f"{packed}, {len(data.validation)} validation; "
+                f"{spec.total_steps} optimizer steps"
+            )
+        dist.barrier()
+
         seed_everything(spec.seed)  # adapter init: identical on every rank
         model = apply_adapter(loaded.model, spec)
         if not spec.compile and use_packed_attention(model):
             say("attention: causal SDPA per packed example (no work across example borders)")
         if spec.fused_lora and not spec.compile and (fused := fast_lora.install(model)):
             say(f"LoRA: {fused} layers run as one fused autograd function each")
+        elif spec.adapter in ("dora", "qlora"):
+            say(f"{spec.adapter}: peft's own layers (the fused LoRA path is for plain LoRA)")
         if device.type == "cpu" and keep_freed_memory():
             say("host memory: freed blocks kept for reuse (no page faults on every new tensor)")
         say(str(count_parameters(model)))
@@ -315,7 +511,7 @@ def prepare(
         )
     except BaseException as exc:  # the run directory exists now: it must not read "running"
         if info.is_main:
-            run.set_status("failed", error=str(exc) or type(exc).__name__)
+            run.set_status("failed", error=failure_reason(exc))
         if lock is not None:
             lock.release()
         raise

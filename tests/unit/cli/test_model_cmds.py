@@ -41,7 +41,7 @@ def test_generate_with_tiny_model(tiny_model_dir: Path, capsys: pytest.CaptureFi
     with pytest.raises(SystemExit) as code:
         main(["generate", str(tiny_model_dir), "hello", "--max-new-tokens", "5"])
     assert code.value.code in (0, None)
-    expected = api.generate(str(tiny_model_dir), "hello", max_new_tokens=5)[0]
+    expected = api.generate(str(tiny_model_dir), "hello", max_new_tokens=5)
     assert capsys.readouterr().out == expected + "\n"
 
 

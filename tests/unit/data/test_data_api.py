@@ -44,3 +44,42 @@ def test_api_validate_reports_progress_events_per_file(write_jsonl, tmp_path):
         assert mine[-1].message == f"checking {path.name}"
     assert len([e for e in seen if e.phase == "validate:train"]) >= 2
     assert report.files[0].rows_read == 3000
+
+
+def test_validate_predicts_the_run_train_makes(tmp_path, tiny_model_dir, monkeypatch):
+    """Issue 11 item 12: one max_seq_len default (the run spec's), so `data validate` predicts
+    exactly the steps `train` then runs (it predicted 114 and ran 104 with two defaults)."""
+    import sys
+    from pathlib import Path
+
+    from tunesmith.train import loop
+
+    # the resolved spec is what is compared: the 100 steps themselves are not run here
+    monkeypatch.setattr(loop, "train_loop", lambda ctx: "cancelled")
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "integration"))
+    from train_helpers import write_chat
+
+    from tunesmith.config import DataSpec
+
+    data = write_chat(tmp_path / "train.jsonl", 48)
+    report = api.validate_data(data, model=str(tiny_model_dir))
+    default = DataSpec().max_seq_len
+    hp = report.hyperparameters
+    assert report.settings["max_seq_len"] == default and hp["max_seq_len"] == default
+    run = api.train(
+        {
+            "model": str(tiny_model_dir),
+            "data": {"train": str(data)},  # every default, as a new user types it
+            "output_dir": str(tmp_path / "run"),
+            "eval": {"compare_base": False},
+        }
+    )
+    spec = run.spec
+    assert spec.data.max_seq_len == default
+    assert (spec.epochs, spec.batch_size, spec.grad_accum, spec.total_steps) == (
+        hp["epochs"],
+        hp["batch_size"],
+        hp["grad_accum"],
+        hp["total_steps"],
+    )

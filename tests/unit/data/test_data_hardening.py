@@ -372,7 +372,7 @@ def test_row_accounting_holds_for_every_kind_of_rejection(tmp_path, tiny_tokeniz
     rows[1] = "{broken"
     rows[3] = "[1]"
     rows[5] = {"messages": [U]}
-    rows[7] = rows[0]  # duplicate
+    rows[7] = rows[0]  # duplicate: a warning (kept), not a rejection
     rows[9] = {"messages": [U, {"role": "assistant", "content": "long " * 400}]}  # too long
     rows[11] = {"instruction": "x", "output": "y"}  # mixed format
     rows[13] = "\n"  # blank: not a row
@@ -384,7 +384,10 @@ def test_row_accounting_holds_for_every_kind_of_rejection(tmp_path, tiny_tokeniz
     report, _ = validate(path, tiny_tokenizer, validation=val, max_seq_len=256)
     for f in report.files:
         assert f.rows_read == f.rows_ok + f.rows_rejected
-    assert report.files[0].rows_read == 29 and report.files[0].rows_rejected == 8
+    assert report.files[0].rows_read == 29 and report.files[0].rows_rejected == 7
+    assert [(w.line, w.code) for w in report.warnings if w.code == "duplicate"] == [
+        (8, "duplicate")
+    ]
     assert report.files[1].rows_read == 6 and report.files[1].rows_rejected == 2
     rejected_lines = {(e.path, e.line) for e in report.errors if e.line is not None}
     assert len(rejected_lines) == report.rows_rejected
@@ -438,9 +441,10 @@ def test_a_broken_model_folder_is_a_user_error(tmp_path, capsys):
     (broken / "config.json").write_text("garbage{")
     fake = tmp_path / "fake.gguf"
     fake.write_text("not gguf")
-    for model in (broken, fake):
+    # each names the file at fault and what is wrong with it (models/load.py, registry.py)
+    for model, says in ((broken, "config.json is not readable JSON"), (fake, "not a GGUF file")):
         status, _, err = run(["data", "validate", str(good), "--model", str(model)], capsys)
-        assert status == 2 and "cannot load the tokenizer" in err and str(model.name) in err
+        assert status == 2 and says in err and str(model.name) in err
         status, out, _ = run(
             ["data", "validate", str(good), "--model", str(model), "--json"], capsys
         )

@@ -33,15 +33,22 @@ def test_row_accounting_with_skip_invalid(write_jsonl, tiny_tokenizer):
     rows: list = chat_rows(14)
     rows[2] = "{not json"
     rows[5] = {"messages": [{"role": "user", "content": "only a question"}]}
-    rows[9] = chat_row(0)  # exact duplicate of line 1
+    rows[9] = chat_row(0)  # exact duplicate of line 1: dropped (dedupe), listed as a warning
     path = write_jsonl(rows)
-    data = prepare_sft(path, tiny_tokenizer, skip_invalid=True, validation_fraction=0.2, seed=3)
+    data = prepare_sft(
+        path, tiny_tokenizer, skip_invalid=True, validation_fraction=0.2, seed=3, dedupe=True
+    )
     rep = data.report
     assert rep.rows_read == 14
-    assert rep.rows_rejected == 3
-    assert rep.rows_read == len(data.train) + len(data.validation) + rep.rows_rejected
-    assert sorted(e.line for e in rep.errors) == [3, 6, 10]
-    assert {e.code for e in rep.errors} == {"invalid_json", "no_assistant", "duplicate"}
+    assert rep.rows_rejected == 2 and rep.rows_dropped == 1
+    assert rep.rows_read == (
+        len(data.train) + len(data.validation) + rep.rows_rejected + rep.rows_dropped
+    )
+    assert sorted(e.line for e in rep.errors) == [3, 6]
+    assert {e.code for e in rep.errors} == {"invalid_json", "no_assistant"}
+    assert [(w.line, w.code) for w in rep.warnings if w.code == "deduplicated"] == [
+        (10, "deduplicated")
+    ]
 
 
 def test_validation_fraction_split_is_deterministic_and_disjoint(write_jsonl, tiny_tokenizer):
@@ -95,3 +102,54 @@ def test_read_records_streams_canonical_records(write_jsonl):
 def test_split_indices_rejects_holding_out_everything():
     with pytest.raises(DataError):
         split_indices(1, 0.5, 0)
+
+
+def test_a_preference_file_fails_naming_the_file_and_the_method(write_jsonl, tiny_tokenizer):
+    rows = [{"prompt": f"q {i}", "chosen": "good", "rejected": "bad"} for i in range(12)]
+    rows[3] = "{broken"  # the file's kind is the problem, reported before its bad rows
+    path = write_jsonl(rows, "prefs.jsonl")
+    with pytest.raises(DataError) as info:
+        prepare_sft(path, tiny_tokenizer)
+    err = info.value
+    assert err.where == str(path) and err.param == "data.train"
+    assert "method 'supervised' trains on conversations" in err.message
+    assert "this file holds preference pairs" in err.message and "'dpo'" in err.message
+
+
+def test_held_out_split_keeps_copies_of_a_row_together(write_jsonl, tiny_tokenizer):
+    from tunesmith.data.prepare import heldout_split
+
+    keys = [f"k{i}" for i in range(40)]
+    assert heldout_split(keys, 0.25, 1) == split_indices(40, 0.25, 1)  # no copies: unchanged
+    rows = chat_rows(40)
+    for i in range(20, 40):  # every row of the second half repeats one of the first
+        rows[i] = chat_row(i - 20)
+    path = write_jsonl(rows)
+    for seed in range(5):
+        data = prepare_sft(path, tiny_tokenizer, validation_fraction=0.25, seed=seed)
+        held_lines = {ex.source.line for ex in data.validation}
+        train_lines = {ex.source.line for ex in data.train}
+        assert held_lines and not held_lines & train_lines
+        for line in held_lines:  # its copy (20 lines away) is held out too, never trained on
+            partner = line + 20 if line <= 20 else line - 20
+            assert partner in held_lines and partner not in train_lines
+
+
+@pytest.mark.parametrize("dedupe", [False, True])
+def test_the_comparison_holds_out_the_rows_training_held_out(
+    write_jsonl, tiny_tokenizer, tmp_path, dedupe
+):
+    """`compare RUN` rebuilds a validation_fraction split from the training file: with repeated
+    rows (now allowed) and dedupe it must still pick exactly the rows training held out."""
+    from tunesmith.eval.compare import run_heldout
+    from tunesmith.runs import RunDir
+
+    rows = chat_rows(30)
+    for i in (20, 21, 25, 29):
+        rows[i] = chat_row(i - 18)
+    path = write_jsonl(rows)
+    for seed in range(4):
+        data = prepare_sft(path, tiny_tokenizer, validation_fraction=0.2, seed=seed, dedupe=dedupe)
+        config = {"data": {"train": str(path), "validation_fraction": 0.2, "dedupe": dedupe}}
+        held = run_heldout(RunDir(tmp_path), {**config, "seed": seed})
+        assert [e.origin.line for e in held] == [ex.source.line for ex in data.validation]

@@ -123,3 +123,28 @@ def test_progress_reports_bytes_up_to_the_total(tmp_path):
     total = path.stat().st_size
     assert len(calls) >= 3 and calls[-1] == (total, total)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_a_line_longer_than_a_row_may_be_is_never_read_whole(tmp_path, monkeypatch):
+    from tunesmith.data import readers
+
+    monkeypatch.setattr(readers, "MAX_ROW_BYTES", 1 << 16)
+    path = tmp_path / "d.jsonl"
+    huge = json.dumps({"prompt": "x" * (3 << 20), "completion": "y"})  # 3 MiB on one line
+    path.write_text("\n".join([json.dumps(ROW), huge, json.dumps(ROW), huge]))  # no final \n
+    real_readline = readers.io.BufferedReader.readline
+    biggest = [0]
+
+    class Spy(readers.io.BufferedReader):
+        def readline(self, size=-1):
+            line = real_readline(self, size)
+            biggest[0] = max(biggest[0], len(line))
+            return line
+
+    monkeypatch.setattr(readers, "_open_binary", lambda p: Spy(readers.io.FileIO(str(p))))
+    rows = list(iter_rows(path))
+    assert [r.source.line for r in rows] == [1, 2, 3, 4]
+    assert rows[0].obj == ROW and rows[2].obj == ROW
+    for bad in (rows[1], rows[3]):
+        assert bad.code == "too_long" and bad.error.startswith("line is 3.0 MiB, more than")
+    assert biggest[0] <= 1 << 20  # read in pieces, never held whole

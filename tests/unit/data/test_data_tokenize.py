@@ -239,3 +239,68 @@ def test_template_failures_are_row_errors(tiny_model_dir):
     assert out[0].n_trained > 0
     assert isinstance(out[1], DataError) and out[1].code == "template"
     assert "System role not supported" in str(out[1]) and out[1].where == "data.jsonl:7"
+
+
+def _record_encoded(monkeypatch) -> list[int]:
+    """The longest text each tokenizer call was given."""
+    from tunesmith.data import tokenize as tok_mod
+
+    seen: list[int] = []
+    real = tok_mod.ChatTokenizer.encode_many
+
+    def spy(self, texts):
+        seen.append(max(map(len, texts), default=0))
+        return real(self, texts)
+
+    monkeypatch.setattr(tok_mod.ChatTokenizer, "encode_many", spy)
+    return seen
+
+
+def test_a_multi_mb_row_is_rejected_by_characters_before_tokenizing(tiny_tokenizer, monkeypatch):
+    import time
+
+    from tunesmith.data.formats import RowError
+
+    seen = _record_encoded(monkeypatch)
+    big = conv(("user", "x " * 2_500_000), ("assistant", "ok"))  # a 5 MB row
+    start = time.perf_counter()
+    [result] = tokenize_many([big], tiny_tokenizer, max_seq_len=128)
+    assert time.perf_counter() - start < 1.0
+    assert isinstance(result, RowError) and result.code == "too_long"
+    assert "5,000,002 characters" in str(result) and "data.jsonl:7" in str(result)
+    assert max(seen, default=0) == 0  # the tokenizer never saw it
+
+
+def test_truncate_cuts_a_huge_row_first_and_keeps_the_same_tokens(tiny_tokenizer, monkeypatch):
+    from tunesmith.data import tokenize as tok_mod
+
+    seen = _record_encoded(monkeypatch)
+    limit = 128 * tok_mod.chat_tokenizer(tiny_tokenizer).max_token_chars
+    big = conv(("user", "Summarise this."), ("assistant", "word and more " * 40_000))
+    [capped] = tokenize_many([big], tiny_tokenizer, max_seq_len=128, truncate=True)
+    assert capped.truncated and len(capped) == 128
+    assert max(seen) <= 2 * limit + 200  # the template's few characters on top
+    monkeypatch.setattr(tok_mod.ChatTokenizer, "bound_length", lambda self, c, n, t: c)
+    [whole] = tokenize_many([big], tiny_tokenizer, max_seq_len=128, truncate=True)
+    assert (capped.input_ids, capped.labels) == (whole.input_ids, whole.labels)
+
+
+def test_the_character_bound_never_rejects_a_row_that_fits(tiny_tokenizer):
+    """The bound rests on one fact: no token decodes to more than `max_token_chars`
+    characters, so n characters are at least n / max_token_chars tokens."""
+    from tunesmith.data import tokenize as tok_mod
+
+    per_token = tok_mod.chat_tokenizer(tiny_tokenizer).max_token_chars
+    special = set(tiny_tokenizer.all_special_tokens)
+    decoded = {
+        t: tiny_tokenizer.convert_tokens_to_string([t])
+        for t in tiny_tokenizer.get_vocab()
+        if t not in special
+    }
+    assert max(len(s) for s in decoded.values()) <= per_token
+    longest = max(decoded.values(), key=len)
+    text = longest * 3
+    [ok] = tokenize_many(
+        [conv(("user", "q"), ("assistant", text))], tiny_tokenizer, max_seq_len=128
+    )
+    assert not isinstance(ok, Exception), ok

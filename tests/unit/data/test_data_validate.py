@@ -29,7 +29,6 @@ ERRORS = [
     ({"messages": [U]}, "no_assistant", "messages"),
     ({"messages": [A, U, A]}, "role_order", "messages[0].role"),
     ({"messages": [U, {**A, "weight": 0.5}]}, "bad_weight", "messages[1].weight"),
-    (chat_row(0), "duplicate", None),
     ({"instruction": "x", "output": "y"}, "mixed_format", None),
     ({"messages": [U, {"role": "assistant", "content": "word " * 400}]}, "too_long", "messages"),
 ]
@@ -45,8 +44,6 @@ def test_each_error_names_line_7(write_jsonl, tiny_tokenizer, bad, code, field):
     assert [(e.line, e.code, e.field) for e in report.errors] == [(7, code, field)]
     assert report.errors[0].path == str(path)
     assert report.rows_read == 12 and report.rows_rejected == 1 and report.rows_ok == 11
-    if code == "duplicate":
-        assert "line 1" in report.errors[0].message
 
 
 def test_all_errors_are_reported_not_just_the_first(write_jsonl, tiny_tokenizer):
@@ -158,12 +155,14 @@ def test_json_report_keys_are_stable(write_jsonl, tiny_tokenizer):
         "rows_read",
         "rows_ok",
         "rows_rejected",
+        "rows_dropped",
         "errors",
         "warnings",
         "error_count",
         "warning_count",
         "error_codes",
         "stats",
+        "methods",
         "hyperparameters",
         "estimate",
     ]
@@ -195,3 +194,131 @@ def test_errors_are_listed_in_line_order(write_jsonl, tiny_tokenizer):
     rows[99] = "{bad json"  # found first (while reading, before the chunk is tokenized)
     report, _ = validate(write_jsonl(rows), tiny_tokenizer, max_seq_len=256)
     assert [(e.line, e.code) for e in report.errors] == [(5, "too_long"), (100, "invalid_json")]
+
+
+# -- issue 11 item 11: which methods can use a file ---------------------------------------------
+
+
+def _pairs(n: int = 12) -> list[dict]:
+    return [
+        {"prompt": f"question {i}", "chosen": "good answer", "rejected": "bad"} for i in range(n)
+    ]
+
+
+def test_the_report_says_which_methods_can_use_the_file(write_jsonl, tiny_tokenizer):
+    from tunesmith.config import METHODS_NOT_YET
+
+    def status(method: str) -> str:  # a method that fits: usable, or honestly not yet
+        return (
+            f"fits the data, but {METHODS_NOT_YET[method]}"
+            if method in METHODS_NOT_YET
+            else ("usable")
+        )
+
+    chat, _ = validate(write_jsonl(chat_rows(12), "chat.jsonl"), tiny_tokenizer)
+    assert chat.methods["supervised"] == "usable"
+    assert chat.methods["dpo"].startswith("needs preference pairs")
+    assert chat.methods["reinforcement"] == status("reinforcement")
+    prefs, _ = validate(write_jsonl(_pairs(), "prefs.jsonl"), tiny_tokenizer)
+    assert prefs.ok  # no method asked for: well-formed data, and the report says for what
+    assert prefs.methods["supervised"].startswith("needs conversations")
+    assert prefs.methods["dpo"] == status("dpo")
+    assert json.loads(prefs.to_json())["methods"] == prefs.methods
+
+
+@pytest.mark.parametrize(
+    ("method", "rows", "says"),
+    [
+        ("supervised", "pairs", "method 'supervised' trains on conversations"),
+        ("sft", "pairs", "method 'supervised' trains on conversations"),
+        ("dpo", "chat", "method 'dpo' trains on preference pairs"),
+        ("reinforcement", "chat", "not available yet"),  # fits the data, not this version
+    ],
+)
+def test_a_method_that_cannot_train_on_the_file_is_an_error(
+    write_jsonl, tiny_tokenizer, method, rows, says
+):
+    path = write_jsonl(_pairs() if rows == "pairs" else chat_rows(12), "data.jsonl")
+    report, _ = validate(path, tiny_tokenizer, method=method)
+    assert not report.ok
+    (error,) = report.errors
+    assert error.code == "method" and error.path == str(path) and error.line is None
+    assert says in error.message
+    if rows == "pairs":
+        assert "but this file holds preference pairs" in error.message
+        assert "they are for method 'dpo'" in error.message
+
+
+def test_an_unknown_method_is_a_config_error(write_jsonl):
+    from tunesmith.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown method 'banana'") as info:
+        validate(write_jsonl(chat_rows(12)), None, method="banana")
+    assert "supervised" in (info.value.hint or "")
+
+
+# -- issue 11 item 17: exact duplicates are warnings naming the lines; dedupe drops them ---------
+
+
+def test_exact_duplicates_are_warnings_naming_both_lines(write_jsonl, tiny_tokenizer):
+    rows = chat_rows(12)
+    rows[6] = chat_row(0)
+    rows[9] = chat_row(0)
+    report, state = validate(write_jsonl(rows), tiny_tokenizer, keep=True)
+    assert report.ok and report.rows_ok == 12 and report.rows_dropped == 0
+    dups = [(w.line, w.message) for w in report.warnings if w.code == "duplicate"]
+    assert [line for line, _ in dups] == [7, 10]
+    assert all("exact duplicate of line 1" in m for _, m in dups)
+    assert len(state.kept["train"]) == 12  # kept: trained on as often as the file has them
+
+
+def test_dedupe_drops_each_repeat_loudly(write_jsonl, tiny_tokenizer):
+    rows = chat_rows(12)
+    rows[6] = chat_row(0)
+    rows[9] = chat_row(0)
+    report, state = validate(write_jsonl(rows), tiny_tokenizer, keep=True, dedupe=True)
+    assert report.ok and report.settings["dedupe"] is True
+    assert report.rows_ok == 10 and report.rows_dropped == 2
+    assert report.rows_read == report.rows_ok + report.rows_rejected + report.rows_dropped
+    dropped = [w for w in report.warnings if w.code == "deduplicated"]
+    assert [w.line for w in dropped] == [7, 10] and "dropped" in dropped[0].message
+    assert [r.source.line for r, _ in state.kept["train"]] == [1, 2, 3, 4, 5, 6, 8, 9, 11, 12]
+
+
+def test_overlap_with_training_data_stays_an_error(write_jsonl, tiny_tokenizer):
+    train = write_jsonl(chat_rows(12), "train.jsonl")
+    val = write_jsonl([chat_row(50), chat_row(3)], "val.jsonl")
+    for dedupe in (False, True):
+        report, _ = validate(train, tiny_tokenizer, validation=val, dedupe=dedupe)
+        assert [(e.path, e.line, e.code) for e in report.errors] == [(str(val), 2, "overlap")]
+
+
+def test_a_multi_mb_row_is_rejected_quickly_naming_its_line(tmp_path, tiny_model_dir, capsys):
+    """A 5 MB row used to take GBs and many seconds to reject: now it is a one-line error at
+    its line, decided by characters before tokenizing."""
+    import time
+
+    from tunesmith.cli import main
+
+    rows = chat_rows(12)
+    rows[4]["messages"][1]["content"] = "word " * 1_000_000
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ["data", "validate", str(path), "--model", str(tiny_model_dir), "--max-seq-len", "128"]
+    start = time.perf_counter()
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert time.perf_counter() - start < 10
+    out = capsys.readouterr()
+    printed = out.out + out.err
+    assert exc.value.code == 2 and f"{path}:5" in printed and "characters" in printed
+    assert "Traceback" not in printed
+
+
+def test_chunks_hold_a_bounded_number_of_characters():
+    from tunesmith.data import validate as validate_mod
+    from tunesmith.data.records import Conversation, Message
+
+    long = Conversation((Message("user", "q"), Message("assistant", "x" * (8 << 20))))
+    sizes = [len(c) for c in validate_mod._chunks(iter([long] * 10), 512)]
+    assert sizes == [4, 4, 2]  # cut at CHUNK_CHARS (32 Mi characters), not at 512 rows

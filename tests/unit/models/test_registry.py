@@ -38,6 +38,7 @@ def test_non_gguf_file_is_rejected(tmp_path: Path) -> None:
 
 
 def test_hub_id_offline_says_what_to_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNESMITH_ALLOW_DOWNLOADS", "1")  # allowed, but the hub is unreachable
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     ref = registry.resolve("some-org/some-model")
     assert ref.kind == "hub"
@@ -103,7 +104,7 @@ def test_failed_conversion_keeps_the_old_cache_dir_and_reported_its_progress(
 
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", boom)
     seen = []
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ModelError, match=r"cannot read the GGUF file .*m\.gguf: disk full"):
         registry.convert_gguf(gguf, out, on_event=seen.append)
     assert [p.name for p in out.iterdir()] == ["config.json"]
     assert [p.name for p in out.parent.iterdir()] == ["m"]  # no temp dir left
@@ -126,3 +127,109 @@ def test_list_models_reports_cached_dirs(tiny_model_dir: Path, monkeypatch, tmp_
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     assert rows["tiny-abc"].parameters == sum(p.numel() for p in model.parameters())
     assert rows["tiny-abc"].size_bytes > 0
+
+
+# -- offline by default; bad GGUF files are one line naming the file ----------------------------
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str]:
+    from tunesmith.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out = capsys.readouterr()
+    return (exc.value.code if isinstance(exc.value.code, int) else 0), out.out + out.err
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every socket connection attempt is recorded and refused."""
+    import socket
+
+    attempts: list = []
+
+    def refuse(self, address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError("network disabled in this test")
+
+    def refuse_lookup(host, *args, **kwargs):
+        attempts.append(host)
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse_lookup)  # a lookup comes first
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # prove our own guard, not HF's
+    monkeypatch.delenv("TUNESMITH_ALLOW_DOWNLOADS", raising=False)
+    return attempts
+
+
+@pytest.mark.parametrize("command", ["generate", "train"])
+def test_hub_names_open_no_connection_unless_allowed(command, no_network, tmp_path, capsys):
+    name = "some-org/some-model"
+    argv = (
+        ["generate", name, "hi"]
+        if command == "generate"
+        else ["train", "--model", name, "--data", str(tmp_path / "x.jsonl"), "--no-progress",
+              "--output-dir", str(tmp_path / "run")]
+    )  # fmt: skip
+    if command == "train":
+        (tmp_path / "x.jsonl").write_text("{}\n")
+    code, printed = _cli(argv, capsys)
+    assert code == 2, printed
+    assert "TUNESMITH_ALLOW_DOWNLOADS=1" in printed and name in printed
+    assert "Traceback" not in printed
+    assert no_network == []
+    assert not (tmp_path / "run").exists()
+
+
+def test_opting_in_is_what_lets_it_try(no_network, monkeypatch) -> None:
+    asked: list[bool] = []
+    real = registry.hub_reachable
+
+    def reachable(*args, **kwargs) -> bool:
+        asked.append(True)
+        return real(*args, **kwargs)  # the test's sockets refuse: not reachable
+
+    monkeypatch.setattr(registry, "hub_reachable", reachable)
+    monkeypatch.setenv("TUNESMITH_ALLOW_DOWNLOADS", "1")
+    with pytest.raises(ModelError, match="cannot be reached"):
+        registry.prepare(registry.resolve("some-org/some-model"))
+    assert asked  # only now does it go looking for the hub
+
+
+def test_a_local_model_loads_with_no_connection(no_network, tiny_model_dir) -> None:
+    from tunesmith.models import load_model
+
+    load_model(str(tiny_model_dir))
+    assert no_network == []
+
+
+@pytest.mark.parametrize(
+    ("content", "expect"),
+    [
+        (b"", "is empty"),
+        (b"PK\x03\x04 this is a zip file, not a model" * 3, "is not a GGUF file"),
+        (b"GGUF\x03\x00", "cut short"),
+        (b"GGUF\x03\x00\x00\x00" + b"\xff" * 200, "cannot read the GGUF file"),
+    ],
+)
+def test_bad_gguf_files_exit_2_naming_the_file(content, expect, tmp_path, capsys) -> None:
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(content)
+    code, printed = _cli(["generate", str(gguf), "hi"], capsys)
+    assert code == 2, printed
+    assert expect in printed and str(gguf) in printed and "Traceback" not in printed
+    assert not list((tmp_path / "tunesmith-home").rglob("*.safetensors"))  # no half cache
+
+
+def test_a_pickle_only_adapter_is_refused(tiny_model_dir, tmp_path, capsys) -> None:
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": str(tiny_model_dir), "peft_type": "LORA"})
+    )
+    (adapter / "adapter_model.bin").write_bytes(b"\x80\x04cos\nsystem\n")  # never unpickled
+    code, printed = _cli(["generate", str(adapter), "hi"], capsys)
+    assert code == 2 and "adapter_model.bin" in printed and "pickle" in printed
+    assert "safetensors" in printed and "Traceback" not in printed

@@ -121,7 +121,10 @@ def test_inference_and_eval_take_peft_path_and_agree(monkeypatch):
 
 def test_dora_layers_fall_back_to_peft(monkeypatch):
     reference, fused = _pair(use_dora=True)
-    fast_lora.install(fused)
+    # issue 11 item 18: DoRA layers are not counted (nor swapped) as fused: the log line
+    # "N layers run as one fused autograd function" must not appear for a DoRA run
+    assert fast_lora.install(fused) == 0
+    assert not any(type(m).__name__ == "FastLoraLinear" for m in fused.modules())
     calls = _count_fused_calls(monkeypatch)
     x = torch.randn(2, 3, 24)
     ref, got = _grads(reference, x), _grads(fused, x)

@@ -171,3 +171,69 @@ def test_a_run_directory_in_use_is_refused(tiny_model_dir, chat_file, tmp_path):
     assert api.resume(run).status == "completed"
     with pytest.raises(ConfigError, match="already finished"):
         api.resume(run)
+
+
+# -- silent divergence: finite numbers, a ruined model ----------------------------------------
+
+
+def _feed(guard, losses, norms=None, start=None):
+    from types import SimpleNamespace
+
+    state = SimpleNamespace(start_loss=start)
+    norms = norms or [1.0] * len(losses)
+    for step, (loss, norm) in enumerate(zip(losses, norms, strict=True), start=1):
+        guard.check(state, step, loss, norm)
+    return state
+
+
+def test_the_guard_trips_on_divergence_collapse_and_dead_gradients():
+    import math
+
+    from tunesmith.train.guards import DivergenceGuard
+
+    uniform = math.log(49152)
+    with pytest.raises(TrainingError, match=r"diverged: the loss is 9 at step 7, far above"):
+        _feed(DivergenceGuard(uniform), [2.0, 2.1, 9.0, 9.0, 9.0, 9.0, 9.0])
+    with pytest.raises(TrainingError, match=r"collapsed: .*ln\(vocabulary size\)"):
+        _feed(DivergenceGuard(uniform), [1.5] + [uniform] * 5)
+    with pytest.raises(TrainingError, match=r"exactly zero for 3 steps \(step 4\)"):
+        _feed(DivergenceGuard(uniform), [1.5] * 4, [1.0, 0.0, 0.0, 0.0])
+
+
+def test_the_guard_lets_ordinary_runs_be():
+    import math
+    import random
+
+    from tunesmith.train.guards import DivergenceGuard
+
+    rng = random.Random(0)
+    noisy = [max(0.05, 1.2 - 0.01 * i + rng.gauss(0, 0.4)) for i in range(300)]
+    state = _feed(DivergenceGuard(math.log(49152)), noisy)
+    assert state.start_loss == noisy[0]
+    # spikes shorter than the patience, a lone zero gradient, a random model near uniform
+    _feed(DivergenceGuard(10.0), [2.0, 9.0, 9.0, 9.0, 9.0, 2.0, 9.0], [1, 0, 1, 0, 1, 0, 1])
+    _feed(DivergenceGuard(math.log(700)), [6.54, 6.55, 6.551, 6.55, 6.549, 6.55, 6.548])
+    _feed(DivergenceGuard(None), [1.0] + [50.0] * 4)  # not a token loss: no uniform check
+    # a resumed run measures from the start it saved, not from its first step after resume
+    with pytest.raises(TrainingError, match="far above the 1 it started at"):
+        _feed(DivergenceGuard(None), [5.0] * 5, start=1.0)
+
+
+def test_a_learning_rate_that_ruins_the_model_fails_the_run(tiny_model_dir, chat_file, tmp_path):
+    """What the issue saw: learning_rate=1e6 ended "completed" with grad norm exactly 0 and the
+    loss stuck at ln(vocab). Now it stops as failed, with the step and what happened."""
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"exactly zero|collapsed|diverged") as exc:
+        _train(base_spec(tiny_model_dir, chat_file, run, learning_rate=1e6, max_steps=30))
+    assert "lower learning_rate" in str(exc.value)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "step" in manifest["error"]
+    assert not (run / "final").exists()
+
+
+def test_the_divergence_start_survives_a_checkpoint(tiny_model_dir, chat_file, tmp_path):
+    run = tmp_path / "run"
+    _train(base_spec(tiny_model_dir, chat_file, run, max_steps=2, save_every_steps=2))
+    state = json.loads((run / "checkpoints" / "step-2" / "trainer_state.json").read_text())
+    first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+    assert state["start_loss"] == first

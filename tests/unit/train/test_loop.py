@@ -133,3 +133,32 @@ def test_events_of_a_live_run_can_be_followed_from_another_thread(
     assert seen[-1][0].kind == "status" and seen[-1][0].data["status"] == "completed"
     # the file holds what the reader saw, in order
     assert [e.to_dict() for e, _ in seen] == [e.to_dict() for e in api.read_events(run.path)]
+
+
+def test_a_cancel_asked_for_during_validation_stops_before_the_next_step(
+    tiny_model_dir, chat_file, val_file, tmp_path, monkeypatch
+):
+    """Issue 11 item 16: validation can take minutes; a cancel that arrives meanwhile must not
+    cost another training step (the loop polled only before its next step's all-reduce)."""
+    from tunesmith.train import loop
+
+    run = RunDir(tmp_path / "run")
+    real = loop.evaluate
+
+    def validate_then_cancel(ctx):
+        out = real(ctx)
+        if ctx.state.step == 2:
+            run.request_cancel()  # as `tunesmith cancel` from another shell, mid-validation
+        return out
+
+    monkeypatch.setattr(loop, "evaluate", validate_then_cancel)
+    spec = base_spec(
+        tiny_model_dir, chat_file, run.path, max_steps=20, save_every_steps=100,
+        eval={"every_steps": 2, "compare_base": False},
+    )  # fmt: skip
+    spec["data"]["validation"] = str(val_file)
+    result = api.train(spec)
+    assert result.status == "cancelled"
+    assert [m["step"] for m in result.metrics] == [1, 2]
+    assert [s for s, _ in run.complete_checkpoints()] == [2]
+    assert run.manifest()["cancelled_at_step"] == 2

@@ -108,7 +108,7 @@ def test_run_directory_is_complete(tiny_model_dir, chat_file, val_file, tmp_path
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-2", "step-4"]
     assert (run / "final" / "adapter_model.safetensors").is_file()
     # A second run into the same directory is refused, pointing at --resume.
-    with pytest.raises(ConfigError, match="--resume"):
+    with pytest.raises(ConfigError, match="already holds a finished run"):  # not resumable
         _train(spec)
 
 

@@ -1,9 +1,12 @@
-"""/v1/chat/completions and /v1/completions over the model pool.
+"""/v1/chat/completions and /v1/completions over the serving engine (`app.state.pool`).
 
 Any model /v1/models lists works: a base model, a fine-tuned `ft:…` model (base + adapter), or a
 checkpoint `…:ckpt-step-N`. Sampling follows OpenAI's defaults (temperature 1, top_p 1);
 `temperature: 0` is greedy. `stop`, `seed`, `n`, `max_tokens` and usage counts are honoured;
 `stream: true` answers with Server-Sent Events chunks ending in `data: [DONE]`.
+Every choice of a call is queued on the engine at once, so the `n` choices (and concurrent
+calls, for any adapter of the same base) are generated in one batch; streamed choices arrive
+interleaved, each chunk naming its `index`. A client that goes away cancels its rows.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ def _settings(request: Request, body: Any, max_tokens: int | None) -> Any:
     )
 
 
-def _entry(request: Request, project: str, model: str) -> Any:
+def _served(request: Request, project: str, model: str) -> Any:
     from tunesmith.errors import TunesmithError
     from tunesmith.server.errors import log
 
@@ -83,17 +86,17 @@ def _entry(request: Request, project: str, model: str) -> Any:
         return request.app.state.pool.get(name)
     except TunesmithError as exc:  # the detail names server paths: it goes to the log only
         log.warning("model %s could not be loaded: %s", model, exc)
-        raise ApiError(
-            503,
-            f"model {model!r} cannot be loaded right now",
-            code="model_unavailable",
-            param="model",
-        ) from None
+        raise _unavailable(model) from None
 
 
-def _check_context(entry: Any, ids: list[int], settings: Any) -> None:
-    config = getattr(entry.model.model, "config", None)
-    limit = int(getattr(config, "max_position_embeddings", 0) or 0)
+def _unavailable(model: str) -> ApiError:
+    return ApiError(
+        503, f"model {model!r} cannot be loaded right now", code="model_unavailable", param="model"
+    )
+
+
+def _check_context(served: Any, ids: list[int], settings: Any) -> None:
+    limit = served.context
     if limit and len(ids) + settings.max_new_tokens > limit:
         raise ApiError(
             400,
@@ -102,6 +105,50 @@ def _check_context(entry: Any, ids: list[int], settings: Any) -> None:
             code="context_length_exceeded",
             param="messages",
         )
+
+
+def _submit(
+    served: Any, model: str, jobs: list[tuple[Any, list[int], Any]], stops: list[str]
+) -> tuple[Any, list[Any]]:
+    """Queue every (tag, ids, settings) on the engine at once, so the choices of one call (and
+    the calls of other clients) are generated in one batch. Returns the shared sink and the
+    requests (cancel them when the client goes away)."""
+    import queue
+
+    from tunesmith.errors import TunesmithError
+    from tunesmith.server.errors import log
+
+    sink: queue.Queue[Any] = queue.Queue()
+    requests: list[Any] = []
+    try:
+        for tag, ids, settings in jobs:
+            requests.append(served.submit(ids, settings, stops, sink=sink, tag=tag))
+    except TunesmithError as exc:  # an adapter evicted since and now failing to load again
+        _cancel(requests)
+        log.warning("model %s could not be loaded: %s", model, exc)
+        raise _unavailable(model) from None
+    except BaseException:
+        _cancel(requests)
+        raise
+    return sink, requests
+
+
+def _cancel(requests: list[Any]) -> None:
+    for r in requests:
+        r.cancel()
+
+
+def _gather(sink: Any, requests: list[Any]) -> dict[Any, Any]:
+    """The `Completion` of every request, by tag."""
+    from tunesmith.inference.completion import Completion
+    from tunesmith.inference.scheduler import results
+
+    try:
+        return {
+            tag: item for tag, item in results(sink, len(requests)) if isinstance(item, Completion)
+        }
+    finally:
+        _cancel(requests)
 
 
 def _sse(chunks: Iterator[dict[str, Any]]) -> StreamingResponse:
@@ -128,7 +175,8 @@ def chat(
     request: Request, body: ChatRequest, project: str = Depends(project_of)
 ) -> dict[str, Any] | StreamingResponse:
     from tunesmith.inference import prompt_ids
-    from tunesmith.inference.completion import Completion, complete, stream_complete
+    from tunesmith.inference.completion import Completion
+    from tunesmith.inference.scheduler import results
 
     settings = _settings(request, body, body.max_completion_tokens or body.max_tokens)
     stops = _stops(body.stop)
@@ -136,10 +184,9 @@ def chat(
         {"role": "system" if m.role == "developer" else m.role, "content": _text(m)}
         for m in body.messages
     ]
-    entry = _entry(request, project, body.model)
-    tok = entry.model.tokenizer
+    served = _served(request, project, body.model)
     try:
-        ids = prompt_ids(tok, messages)
+        ids = prompt_ids(served.tokenizer, messages)
     except Exception as exc:  # the model's chat template refused the conversation
         raise ApiError(
             400,
@@ -147,82 +194,54 @@ def chat(
             code="invalid_messages",
             param="messages",
         ) from None
-    _check_context(entry, ids, settings)
+    _check_context(served, ids, settings)
     n = body.n or 1
     cid, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
     head = {"id": cid, "created": created, "model": body.model, "system_fingerprint": None}
+    jobs = [(i, ids, _seed(settings, i)) for i in range(n)]
+    sink, requests = _submit(served, body.model, jobs, stops)
+
+    def chunk(i: int, delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
+        choice = {"index": i, "delta": delta, "finish_reason": reason, "logprobs": None}
+        return {**head, "object": "chat.completion.chunk", "choices": [choice]}
 
     if body.stream:
         usage_wanted = bool((body.stream_options or {}).get("include_usage"))
 
         def chunks() -> Iterator[dict[str, Any]]:
-            prompt, completion, reason = 0, 0, "stop"
-            for i in range(n):
-                yield {
-                    **head,
-                    "object": "chat.completion.chunk",
-                    "choices": [
-                        {
-                            "index": i,
-                            "delta": {"role": "assistant", "content": ""},
-                            "finish_reason": None,
-                            "logprobs": None,
-                        }
-                    ],
-                }
-                with entry.lock:
-                    for piece in stream_complete(
-                        entry.model.model, tok, ids, _seed(settings, i), stops
-                    ):
-                        if isinstance(piece, Completion):
-                            prompt, completion = (
-                                piece.prompt_tokens,
-                                completion + piece.completion_tokens,
-                            )
-                            reason = piece.finish_reason
-                            continue
-                        yield {
-                            **head,
-                            "object": "chat.completion.chunk",
-                            "choices": [
-                                {
-                                    "index": i,
-                                    "delta": {"content": piece},
-                                    "finish_reason": None,
-                                    "logprobs": None,
-                                }
-                            ],
-                        }
-                yield {
-                    **head,
-                    "object": "chat.completion.chunk",
-                    "choices": [
-                        {"index": i, "delta": {}, "finish_reason": reason, "logprobs": None}
-                    ],
-                }
+            completion = 0
+            try:
+                for i in range(n):
+                    yield chunk(i, {"role": "assistant", "content": ""})
+                for i, item in results(sink, n):  # the choices' pieces as they come
+                    if isinstance(item, Completion):
+                        completion += item.completion_tokens
+                        yield chunk(i, {}, item.finish_reason)
+                    else:
+                        yield chunk(i, {"content": item})
+            finally:
+                _cancel(requests)
             if usage_wanted:
                 yield {
                     **head,
                     "object": "chat.completion.chunk",
                     "choices": [],
-                    "usage": _usage(prompt, completion),
+                    "usage": _usage(len(ids), completion),
                 }
 
         return _sse(chunks())
 
-    choices, completion_tokens = [], 0
-    for i in range(n):
-        with entry.lock:
-            out = complete(entry.model.model, tok, ids, _seed(settings, i), stops)
-        completion_tokens += out.completion_tokens
-        choices.append(
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": out.text, "refusal": None},
-                "finish_reason": out.finish_reason,
-                "logprobs": None,
-            }
-        )
+    done = _gather(sink, requests)
+    choices = [
+        {
+            "index": i,
+            "message": {"role": "assistant", "content": done[i].text, "refusal": None},
+            "finish_reason": done[i].finish_reason,
+            "logprobs": None,
+        }
+        for i in range(n)
+    ]
+    completion_tokens = sum(c.completion_tokens for c in done.values())
     return {
         **head,
         "object": "chat.completion",
@@ -243,7 +262,8 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
 def completions(
     request: Request, body: CompletionRequest, project: str = Depends(project_of)
 ) -> dict[str, Any] | StreamingResponse:
-    from tunesmith.inference.completion import Completion, complete, stream_complete
+    from tunesmith.inference.completion import Completion
+    from tunesmith.inference.scheduler import results
 
     prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
     if not prompts or len(prompts) > 16:
@@ -252,65 +272,37 @@ def completions(
         )
     settings = _settings(request, body, body.max_tokens)
     stops = _stops(body.stop)
-    entry = _entry(request, project, body.model)
-    tok = entry.model.tokenizer
+    served = _served(request, project, body.model)
+    tok = served.tokenizer
     encoded = [list(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     for ids in encoded:
         if not ids:
             raise ApiError(400, "prompt is empty", code="invalid_prompt", param="prompt")
-        _check_context(entry, ids, settings)
+        _check_context(served, ids, settings)
     n = body.n or 1
     cid, created = f"cmpl-{secrets.token_hex(12)}", int(time.time())
     head = {"id": cid, "object": "text_completion", "created": created, "model": body.model}
+    jobs = [(p * n + i, ids, _seed(settings, i)) for p, ids in enumerate(encoded) for i in range(n)]
+    sink, requests = _submit(served, body.model, jobs, stops)
+
+    def choice(index: int, text: str, reason: str | None) -> dict[str, Any]:
+        return {"text": text, "index": index, "logprobs": None, "finish_reason": reason}
+
     if body.stream:
 
         def chunks() -> Iterator[dict[str, Any]]:
-            for p, ids in enumerate(encoded):
-                for i in range(n):
-                    index = p * n + i
-                    with entry.lock:
-                        for piece in stream_complete(
-                            entry.model.model, tok, ids, _seed(settings, i), stops
-                        ):
-                            if isinstance(piece, Completion):
-                                yield {
-                                    **head,
-                                    "choices": [
-                                        {
-                                            "text": "",
-                                            "index": index,
-                                            "logprobs": None,
-                                            "finish_reason": piece.finish_reason,
-                                        }
-                                    ],
-                                }
-                            else:
-                                yield {
-                                    **head,
-                                    "choices": [
-                                        {
-                                            "text": piece,
-                                            "index": index,
-                                            "logprobs": None,
-                                            "finish_reason": None,
-                                        }
-                                    ],
-                                }
+            try:
+                for index, item in results(sink, len(jobs)):
+                    if isinstance(item, Completion):
+                        yield {**head, "choices": [choice(index, "", item.finish_reason)]}
+                    else:
+                        yield {**head, "choices": [choice(index, item, None)]}
+            finally:
+                _cancel(requests)
 
         return _sse(chunks())
-    choices, prompt_tokens, completion_tokens = [], 0, 0
-    for p, ids in enumerate(encoded):
-        prompt_tokens += len(ids)
-        for i in range(n):
-            with entry.lock:
-                out = complete(entry.model.model, tok, ids, _seed(settings, i), stops)
-            completion_tokens += out.completion_tokens
-            choices.append(
-                {
-                    "text": out.text,
-                    "index": p * n + i,
-                    "logprobs": None,
-                    "finish_reason": out.finish_reason,
-                }
-            )
+    done = _gather(sink, requests)
+    choices = [choice(k, done[k].text, done[k].finish_reason) for k in range(len(jobs))]
+    prompt_tokens = sum(len(ids) for ids in encoded)  # each prompt once, whatever n
+    completion_tokens = sum(c.completion_tokens for c in done.values())
     return {**head, "choices": choices, "usage": _usage(prompt_tokens, completion_tokens)}

@@ -1,19 +1,18 @@
 """Training objectives behind one small protocol (base.py); the loop never knows which runs.
 
-`supervised` (sft.py) is here; `dpo` and `reinforcement` plug in beside it.
+`supervised` (sft.py), `dpo` (dpo.py) and `orpo` (orpo.py; both on preference pairs,
+preference.py) are here; `reinforcement` plugs in beside them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from tunesmith.config import METHODS_NOT_YET as NOT_YET
+from tunesmith.config import PREFERENCE_METHODS
 from tunesmith.errors import ConfigError
 from tunesmith.train.objectives.base import Objective, causal_lm_parts
-
-NOT_YET = {
-    "dpo": "preference training (DPO) is not available yet",
-    "reinforcement": "reinforcement fine-tuning (GRPO with graders) is not available yet",
-}
 
 
 def check_method(method_type: str) -> None:
@@ -36,7 +35,37 @@ def make_objective(spec: Any, *, pad_id: int) -> Objective:
         from tunesmith.train.objectives.sft import SupervisedObjective
 
         return SupervisedObjective(pad_id)
+    if kind == "dpo":
+        from tunesmith.train.objectives.dpo import DPOObjective
+
+        return DPOObjective(pad_id, spec.method.dpo)
+    if kind == "orpo":
+        from tunesmith.train.objectives.orpo import ORPOObjective
+
+        return ORPOObjective(pad_id, spec.method.orpo)
     raise ConfigError(f"unknown method '{kind}'", where="method.type", param="method.type")
 
 
-__all__ = ["Objective", "causal_lm_parts", "check_method", "make_objective"]
+def make_rows(
+    method_type: str, examples: Sequence[Any], max_seq_len: int, *, packing: bool
+) -> list[Any]:
+    """The loop's rows for a method: packed (or single) sequences for SFT, one row per pair
+    for the preference methods (pairs are never packed)."""
+    if method_type in PREFERENCE_METHODS:
+        from tunesmith.train.objectives.preference import pair_rows
+
+        return pair_rows(examples, max_seq_len)
+    from tunesmith.train.batching import make_rows as sequence_rows
+
+    return sequence_rows(examples, max_seq_len, packing=packing)
+
+
+__all__ = [
+    "NOT_YET",
+    "PREFERENCE_METHODS",
+    "Objective",
+    "causal_lm_parts",
+    "check_method",
+    "make_objective",
+    "make_rows",
+]

@@ -11,7 +11,10 @@ The loop (train/loop.py) runs the same numbered steps for every method; an objec
     for a rank that runs out of rows in an epoch's last step);
   - what the summed statistics mean for a training step (`step_metrics`) and for validation
     (`validation_metrics`, which must contain `val_loss`);
-  - optionally, a rollout before the forward passes (`rollout`: GRPO samples completions there).
+  - optionally, a rollout before the forward passes (`rollout`: GRPO samples completions there);
+  - optionally (not part of the Protocol: run.py looks for it), `prepare(ctx)`: work done once
+    with the initial weights, before the first step and before a resume restores a checkpoint
+    (DPO's reference log-probs, objectives/reference.py).
 """
 
 from __future__ import annotations

@@ -1,0 +1,379 @@
+"""Serving throughput: 8 concurrent streaming requests vs the same 8 one at a time, 4 adapters.
+
+    .venv/bin/python bench/serve_throughput.py                  # the measurement
+    .venv/bin/python bench/serve_throughput.py --max-tokens 8   # smoke
+
+Setup: the default model (fp32 on CPU, bf16 on CUDA) and 4 LoRA adapters of it (r=16, alpha
+32, every linear layer; random A and small random B, saved by peft: each answers a little
+differently from the base and from the others, like 4 tenants' fine-tunes). 8 held-out support
+prompts (examples/chat-heldout.jsonl), 2 per adapter. A live `tunesmith` server in its own
+process (loopback; so the client's work does not share the server's interpreter) serves the
+adapters as 4 models; the client is the official `openai` SDK, streaming with
+`stream_options.include_usage`, temperature 0, `max_tokens` N. A warm-up request per adapter
+loads them first (all 4 on the one base in memory).
+- sequential: the 8 requests one after the other;
+- concurrent: 8 threads released together (the engine batches them: 4 adapters, one batch).
+Per request: time to first token (request sent -> first content chunk) and completion tokens
+(usage). Aggregate tokens/s = all completion tokens / (last end - first start). Single-stream
+decode tokens/s = (tokens - 1) / (end - first token), over the sequential requests. Greedy
+answers must not depend on the batch: the concurrent answers are compared with the sequential.
+llama.cpp (optional, `pip install 'tunesmith[llamacpp]'`, a 15-minute source build): adapter 0
+merged and exported as q8_0 GGUF (`tunesmith.api.export_model`), the same 8 prompts one at a
+time through llama-cpp-python's streaming chat completion; skipped with a note when missing.
+The 2-core box is shared: the load average before and after is recorded with the results, and
+the server runs with OMP_WAIT_POLICY=PASSIVE unless the environment says otherwise (see
+`server_env`).
+Results: printed, and written to bench/results/serve_throughput-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+HELDOUT = ROOT / "examples" / "chat-heldout.jsonl"
+LORA = {"r": 16, "alpha": 32}
+ADAPTERS = 4
+REQUESTS = 8
+LLAMACPP_ISSUE_TOKS = 55.9  # issue 13: llama.cpp single stream on this box, q8_0, demo model
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup: adapters, prompts, a server in its own process
+# ---------------------------------------------------------------------------------------------
+
+
+def make_adapters(base: Path, out: Path, n: int) -> list[Path]:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    dirs = []
+    for i in range(n):
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        config = LoraConfig(
+            r=LORA["r"],
+            lora_alpha=LORA["alpha"],
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
+        peft = get_peft_model(model, config)
+        gen = torch.Generator().manual_seed(i)
+        with torch.no_grad():
+            for name, p in peft.named_parameters():
+                if "lora_B" in name:  # small: fluent answers, each a little different
+                    p.copy_(torch.randn(p.shape, generator=gen) * 2e-3)
+        peft.save_pretrained(out / f"adapter{i}")
+        dirs.append(out / f"adapter{i}")
+    return dirs
+
+
+def prompts(n: int) -> list[list[dict[str, str]]]:
+    rows = [json.loads(line)["messages"] for line in HELDOUT.read_text().splitlines() if line]
+    convs = [[m for m in msgs if m["role"] != "assistant"][:2] for msgs in rows]
+    return [convs[i % len(convs)] for i in range(n)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve(args: argparse.Namespace) -> None:
+    """The server process: adapters as models `ft-0..3`, the base as `base`."""
+    import uvicorn
+
+    from tunesmith.server import create_app
+    from tunesmith.service import ServerSettings
+
+    models = {"base": args.model, **json.loads(args.models)}
+    settings = ServerSettings(home=Path(args.tmp) / "home", models=models, api_keys=None)
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=args.port, log_level="warning")
+
+
+def server_env() -> dict[str, str]:
+    """OpenMP workers that spin after each parallel region starve the server's other threads
+    (HTTP, streaming) and, on a shared box, get preempted inside the next barrier: measured
+    here under a load of 3-4, a decoding step took 5x longer with spinning workers than with
+    sleeping ones (OMP_WAIT_POLICY=PASSIVE), which match one thread. Set before torch loads."""
+    return {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+
+
+def start_server(args: argparse.Namespace, adapters: list[Path]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    models = json.dumps({f"ft-{i}": str(d) for i, d in enumerate(adapters)})
+    cmd = [
+        sys.executable,
+        __file__,
+        "--serve",
+        "--port",
+        str(port),
+        "--models",
+        models,
+        "--tmp",
+        args.tmp,
+        "--model",
+        args.model,
+    ]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=server_env())
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc, url
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit("the server exited during start-up") from None
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the server did not start within 120 s")
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurements
+# ---------------------------------------------------------------------------------------------
+
+
+def one_request(client, model: str, messages, max_tokens: int) -> dict:
+    start = time.perf_counter()
+    first, text, usage = None, [], None
+    stream = client.chat.completions.create(
+        model=model,
+        messages=messages,
+        temperature=0,
+        max_tokens=max_tokens,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        if chunk.choices and chunk.choices[0].delta.content:
+            if first is None:
+                first = time.perf_counter()
+            text.append(chunk.choices[0].delta.content)
+    end = time.perf_counter()
+    tokens = usage.completion_tokens if usage is not None else 0
+    first = first or end
+    return {
+        "model": model,
+        "start": start,
+        "first": first,
+        "end": end,
+        "tokens": tokens,
+        "text": "".join(text),
+    }
+
+
+def summary(rows: list[dict]) -> dict:
+    t0 = min(r["start"] for r in rows)
+    t1 = max(r["end"] for r in rows)
+    ttft = sorted(r["first"] - r["start"] for r in rows)
+    tokens = sum(r["tokens"] for r in rows)
+    decode = [
+        (r["tokens"] - 1) / (r["end"] - r["first"])
+        for r in rows
+        if r["tokens"] > 1 and r["end"] > r["first"]
+    ]
+    return {
+        "requests": len(rows),
+        "completion_tokens": tokens,
+        "wall_s": t1 - t0,
+        "tokens_per_s": tokens / (t1 - t0),
+        "ttft_p50_s": percentile(ttft, 50),
+        "ttft_p95_s": percentile(ttft, 95),
+        "single_stream_decode_tokens_per_s": statistics.mean(decode) if decode else None,
+    }
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    k = (len(sorted_values) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def run_ours(args: argparse.Namespace, adapters: list[Path]) -> dict:
+    import openai
+
+    proc, url = start_server(args, adapters)
+    try:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
+        convs = prompts(REQUESTS)
+        models = [f"ft-{i % ADAPTERS}" for i in range(REQUESTS)]
+        for i in range(ADAPTERS):  # warm-up: loads the base once and the 4 adapters onto it
+            one_request(client, f"ft-{i}", convs[i], 4)
+        print("sequential ...", flush=True)
+        sequential = [
+            one_request(client, m, c, args.max_tokens) for m, c in zip(models, convs, strict=True)
+        ]
+        print("concurrent ...", flush=True)
+        concurrent: list[dict] = [{} for _ in range(REQUESTS)]
+        gate = threading.Barrier(REQUESTS)
+
+        def worker(k: int) -> None:
+            gate.wait()
+            concurrent[k] = one_request(client, models[k], convs[k], args.max_tokens)
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(REQUESTS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        base = one_request(client, "base", convs[0], args.max_tokens)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    same = sum(a["text"] == b["text"] for a, b in zip(sequential, concurrent, strict=True))
+    distinct = len({r["text"] for r in sequential[:ADAPTERS]})
+    return {
+        "sequential": summary(sequential),
+        "concurrent": summary(concurrent),
+        "base_single_stream": summary([base]),
+        "same_answers_concurrent_vs_sequential": same,
+        "distinct_answers_of_4_adapters": distinct,
+        "answers": [r["text"] for r in sequential],
+    }
+
+
+def run_llamacpp(args: argparse.Namespace, adapter: Path) -> dict | None:
+    try:
+        import llama_cpp
+    except ImportError:
+        return None
+    from tunesmith import api
+
+    out = Path(args.tmp) / "gguf"
+    api.export_model(adapter, format="gguf", quantize="q8_0", out=out, verify=False)
+    gguf = next(out.rglob("*.gguf"))
+    llm = llama_cpp.Llama(
+        model_path=str(gguf), n_ctx=2048, n_threads=os.cpu_count() or 1, seed=0, verbose=False
+    )
+    rows = []
+    for messages in prompts(REQUESTS):
+        start = time.perf_counter()
+        first, pieces = None, 0
+        for chunk in llm.create_chat_completion(
+            messages=messages,
+            max_tokens=args.max_tokens,
+            temperature=0.0,
+            top_k=1,
+            repeat_penalty=1.0,
+            stream=True,
+        ):
+            if chunk["choices"][0]["delta"].get("content"):
+                first = first or time.perf_counter()
+                pieces += 1
+        end = time.perf_counter()
+        rows.append({"start": start, "first": first or end, "end": end, "tokens": pieces})
+    return summary(rows)  # tokens counted as streamed pieces (one per token in llama.cpp)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument("--skip-llamacpp", action="store_true")
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--models", help=argparse.SUPPRESS)
+    p.add_argument("--tmp", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.serve:
+        serve(args)
+        return
+
+    import torch
+
+    from tunesmith.models.load import resolve_path
+
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="ts-serve-bench-") as tmp:
+        args.tmp = tmp
+        adapters = make_adapters(resolve_path(args.model), Path(tmp), ADAPTERS)
+        ours = run_ours(args, adapters)
+        llama = None if args.skip_llamacpp else run_llamacpp(args, adapters[0])
+    seq, conc = ours["sequential"], ours["concurrent"]
+    report = {
+        "when": dt.datetime.now().isoformat(timespec="seconds"),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "server_omp_wait_policy": server_env()["OMP_WAIT_POLICY"],
+        "settings": {
+            "model": args.model,
+            "max_tokens": args.max_tokens,
+            "adapters": ADAPTERS,
+            "requests": REQUESTS,
+            "lora": LORA,
+            "temperature": 0,
+        },
+        "ours": ours,
+        "llamacpp": llama,
+        "concurrent_vs_sequential": conc["tokens_per_s"] / seq["tokens_per_s"],
+    }
+    ref = llama["single_stream_decode_tokens_per_s"] if llama else LLAMACPP_ISSUE_TOKS
+    report["single_stream_vs_llamacpp"] = seq["single_stream_decode_tokens_per_s"] / ref
+    report["llamacpp_reference"] = "measured" if llama else "issue 13's figure (not installed)"
+
+    print(
+        f"\n{args.model}, {ADAPTERS} LoRA adapters, {REQUESTS} requests, max_tokens "
+        f"{args.max_tokens}, {report['threads']} threads, load {load_before[0]:.1f}"
+    )
+    head = f"{'tokens/s':>10}{'TTFT p50':>10}{'TTFT p95':>10}{'decode/stream':>15}{'wall s':>8}"
+    print(f"{'':28}{head}")
+    rows = [
+        ("ours, one at a time", seq),
+        ("ours, 8 concurrent", conc),
+        ("ours, base model alone", ours["base_single_stream"]),
+    ]
+    if llama:
+        rows.append(("llama.cpp q8_0, 1 at a time", llama))
+    for name, r in rows:
+        decode = r["single_stream_decode_tokens_per_s"]
+        print(
+            f"{name:28}{r['tokens_per_s']:10.1f}{r['ttft_p50_s'] * 1000:8.0f}ms"
+            f"{r['ttft_p95_s'] * 1000:8.0f}ms{decode or 0:15.1f}{r['wall_s']:8.1f}"
+        )
+    if not llama:
+        print(
+            "llama.cpp: skipped (llama-cpp-python is not installed: pip install "
+            "'tunesmith[llamacpp]', a ~15 min source build); reference: issue 13's "
+            f"{LLAMACPP_ISSUE_TOKS} tokens/s"
+        )
+    print(
+        f"concurrent vs sequential: {report['concurrent_vs_sequential']:.2f}x (target 3x); "
+        f"single stream vs llama.cpp: {report['single_stream_vs_llamacpp']:.2f}x "
+        f"(target 0.7x); same greedy answers batched: "
+        f"{ours['same_answers_concurrent_vs_sequential']}/{REQUESTS}"
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"serve_throughput-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written: {out}")
+
+
+if __name__ == "__main__":
+    main()
