@@ -19,6 +19,8 @@ Sides:
   trl precompute trl with precompute_ref_log_probs=True (its own one-time reference pass).
 Speed: pairs/s over optimizer steps 2..N (step 1 includes warm-up), and the wall time from the
 trainer's start to its last step with every one-time cost (tokenization, reference pass) in it.
+On a shared machine the load changes by the minute: `--repeat N` lets the sides take turns N
+rounds and each keeps its best (every round, with the load average around it, is in the JSON).
 Peak RSS: the process's maximum resident set, read right after training (before evaluation
 loads anything else).
 Quality: on the same held-out pairs, by the same code for every side (`tunesmith.eval.
@@ -44,7 +46,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0}
-LR = 5e-5
+LR = 2e-4  # our LoRA default: a short bench run should move the held-out numbers
 BETA = 0.1
 WARMUP = 0.1
 
