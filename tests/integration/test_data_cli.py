@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.cli import main
+from cli_run import run_cli as run
 
 
 def rows(n: int) -> list[dict]:
@@ -30,16 +30,6 @@ def rows(n: int) -> list[dict]:
 def write(path: Path, items: list) -> Path:
     path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in items))
     return path
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_validate_broken_line_7_exits_2_naming_line_7(tmp_path, tiny_model_dir, capsys):

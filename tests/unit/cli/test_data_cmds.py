@@ -7,20 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tunesmith.cli import main
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    assert "Traceback" not in out.out + out.err
-    return code, out.out, out.err
+from cli_run import run_cli as run
 
 
 def write(path: Path, rows: list[dict[str, Any]]) -> Path:

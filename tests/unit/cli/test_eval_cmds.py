@@ -12,21 +12,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "integration"))
 from train_helpers import base_spec, write_chat
 
+from cli_run import run_cli as _run_cli
 from tunesmith import api
-from tunesmith.cli import main
 
 FAST = ["--metrics", "exact_match", "--max-new-tokens", "2", "--no-forgetting", "--no-progress"]
-
-
-def _run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    assert "Traceback" not in out.out + out.err
-    return code, out.out, out.err
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from data_rows import chat_row, chat_rows
 
+from cli_run import run_cli as run
 from tunesmith.cli import main
 from tunesmith.data import readers
 from tunesmith.data.convert import convert_file
@@ -25,17 +26,6 @@ from tunesmith.data.validate import validate
 from tunesmith.errors import DataError
 
 U = {"role": "user", "content": "question here"}
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    assert "Traceback" not in out.out + out.err
-    return code, out.out, out.err
 
 
 def lines(rows: list[Any]) -> str:

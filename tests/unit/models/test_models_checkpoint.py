@@ -15,25 +15,14 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "integration"))
 from train_helpers import base_spec, write_chat
 
+from cli_run import run_cli as _run_cli
 from tunesmith import api
-from tunesmith.cli import main
 from tunesmith.errors import ModelError
 from tunesmith.models import registry
 from tunesmith.models.load import load_model
 from tunesmith.runs import RunDir
 
 IDS = torch.tensor([[1, 5, 9, 12, 40, 7, 3]])
-
-
-def _run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    assert "Traceback" not in out.out + out.err
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
