@@ -92,7 +92,7 @@ def heldout_quality(model, args: argparse.Namespace) -> dict:
     m_base = log_prob_margins(base, pairs)
     m_tuned = log_prob_margins(tuned, pairs)
     return {
-        "pairs": len(pairs),
+        "heldout_pairs": len(pairs),
         "preference_accuracy_base": float(np.mean(m_base > 0)),
         "preference_accuracy": float(np.mean(m_tuned > 0)),
         "reward_accuracy": float(np.mean(m_tuned > m_base)),
@@ -125,7 +125,7 @@ def worker_ours(args: argparse.Namespace) -> dict:
         "max_steps": args.steps,
         "save_every_steps": 10**9,
         "eval": {"compare_base": False},
-        "output_dir": str(Path(args.tmp) / "ours-run"),
+        "output_dir": tempfile.mkdtemp(prefix="ours-run-", dir=args.tmp),
         "seed": 0,
     }
     marks: dict[str, float] = {}
@@ -175,7 +175,7 @@ def worker_trl(args: argparse.Namespace) -> dict:
     dataset = load_dataset("json", data_files=args.data, split="train")
     precompute = args.trl_precompute == "on"
     config = DPOConfig(
-        output_dir=str(Path(args.tmp) / f"trl-{args.trl_precompute}"),
+        output_dir=tempfile.mkdtemp(prefix=f"trl-{args.trl_precompute}-", dir=args.tmp),
         max_length=args.max_seq_len,
         per_device_train_batch_size=args.batch,
         gradient_accumulation_steps=args.grad_accum,

@@ -39,11 +39,19 @@ def metrics_line(step: int, total: int | None, data: dict[str, Any]) -> str:
         if isinstance(data.get(key), (int, float)):
             parts.append(f"{key} {data[key]:{fmt}}")
     if isinstance(data.get("tokens_per_s"), (int, float)):
-        parts.append(f"{data['tokens_per_s']:.0f} tok/s")
+        parts.append(rate(data))
     if total and step and data.get("elapsed_s") and data.get("start_step", 0) < step:
         per_step = data["elapsed_s"] / max(1, step)
         parts.append(f"ETA {duration(per_step * (total - step))}")
     return "  ".join(parts)
+
+
+def rate(data: dict[str, Any]) -> str:
+    """The step rate in the objective's unit: trained tokens/s, or pairs/s for DPO/ORPO (the
+    loop reports its unit per second under one key)."""
+    if "preference_accuracy" in data:
+        return f"{data['tokens_per_s']:.2f} pairs/s"
+    return f"{data['tokens_per_s']:.0f} tok/s"
 
 
 def validation_line(step: int | None, data: dict[str, Any]) -> str:
@@ -52,6 +60,10 @@ def validation_line(step: int | None, data: dict[str, Any]) -> str:
         parts.append(f"ppl {data['val_perplexity']:.2f}")
     if "val_token_accuracy" in data:
         parts.append(f"token acc {data['val_token_accuracy']:.3f}")
+    if "val_preference_accuracy" in data:
+        parts.append(f"preference acc {data['val_preference_accuracy']:.3f}")
+    if "val_reward_margin" in data:
+        parts.append(f"reward margin {data['val_reward_margin']:.3f}")
     return "  ".join(parts)
 
 
@@ -165,7 +177,7 @@ class EventView:
         if self.bars:
             extra = f"loss {data['loss']:.4f}"
             if isinstance(data.get("tokens_per_s"), (int, float)):
-                extra += f"  {data['tokens_per_s']:.0f} tok/s"
+                extra += f"  {rate(data)}"
             phase = event.phase or "train"
             self._update(phase, phase, step, total, extra, _count(step, total, None))
             return

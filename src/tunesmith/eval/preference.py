@@ -12,7 +12,11 @@ Both get a paired bootstrap interval of tuned - base over pairs (`eval/stats.py`
 base model as the reference (it is, for DPO: the run starts from it), tuned - base of
 `reward_margin` is exactly the mean implicit DPO reward margin
 beta [(log pi - log ref)(chosen) - (log pi - log ref)(rejected)] on held-out data; the base's
-own value says how far it already leaned towards the chosen answers.
+own value says how far it already leaned towards the chosen answers. `reward_accuracy` (the
+tuned model alone, with its bootstrap interval) is how often that implicit reward favours the
+chosen answer: what training reports as `val_preference_accuracy`. A base model that already
+ranks most pairs right (absolute accuracy near 1) can leave `preference_accuracy` flat while
+the margin and reward accuracy move: the report shows all three.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from tunesmith.config import PREFERENCE_METHODS
 from tunesmith.data.records import Conversation, Message, PreferencePair
 from tunesmith.errors import DataError
 from tunesmith.eval.results import MetricComparison
-from tunesmith.eval.stats import paired_bootstrap
+from tunesmith.eval.stats import bootstrap_mean, paired_bootstrap
 from tunesmith.events import Reporter
 
 __all__ = ["PREFERENCE_METHODS", "heldout_pairs", "preference_comparison"]
@@ -114,6 +118,23 @@ def compare_margins(
         out[name] = MetricComparison(
             name, desc, True, bounded, r.base, r.tuned, r.diff, r.ci, r.p_value, r.significant, r.n
         )
+    # what DPO itself optimises, with the base as the reference: the tuned model's value alone
+    wins = (tuned > base).astype(np.float64)
+    value, ci = bootstrap_mean(wins.tolist(), seed=seed)
+    out["reward_accuracy"] = MetricComparison(
+        "reward_accuracy",
+        "share of held-out pairs whose implicit DPO reward (the base as reference) favours the "
+        "chosen answer (training's val_preference_accuracy)",
+        True,
+        True,
+        None,
+        value,
+        None,
+        ci,
+        None,
+        None,
+        len(wins),
+    )
     return out
 
 

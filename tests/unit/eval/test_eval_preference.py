@@ -20,8 +20,11 @@ def test_accuracy_and_margin_are_paired_base_vs_tuned():
     assert acc.bounded and acc.higher_is_better and acc.significant and acc.better
     assert margin.diff == pytest.approx(0.2 * 2.5)  # the mean implicit reward margin
     assert margin.ci == pytest.approx((0.5, 0.5)) and not margin.bounded
-    same = compare_margins(base, base, beta=0.2)["preference_accuracy"]
-    assert same.diff == 0 and not same.significant
+    wins = found["reward_accuracy"]
+    assert wins.base is None and wins.tuned == 1.0 and wins.verdict == "single model"
+    same = compare_margins(base, base, beta=0.2)
+    assert same["preference_accuracy"].diff == 0 and not same["preference_accuracy"].significant
+    assert same["reward_accuracy"].tuned == 0.0  # no pair moved: no reward favours anything
 
 
 def _pairs_file(path, n):
