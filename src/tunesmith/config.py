@@ -139,11 +139,46 @@ class OrpoMethod(_Strict):
     orpo: OrpoOptions = Field(default_factory=OrpoOptions)
 
 
+DEFAULT_GROUP_SIZE = 4
+
+
+class ReinforcementOptions(_Strict):
+    """GRPO against a grader (train/objectives/grpo.py). For each prompt the policy samples
+    `samples_per_prompt` completions; the grader scores them; each completion's advantage is
+    its reward minus the group's mean (divided by the group's std unless `scale_rewards` is
+    off); the loss is the clipped policy-gradient objective, plus `kl_beta` x KL to the
+    reference (0 by default, as current practice: no reference pass at all).
+
+    `grader` is an OpenAI grader object (string_check, text_similarity, score_model,
+    label_model, python, multi) or one of ours (json_schema, numeric); it is checked with
+    `tunesmith.graders.validate_grader` before anything is loaded."""
+
+    grader: dict[str, Any] = Field(description="the grader object that scores each completion")
+    samples_per_prompt: int = Field(
+        DEFAULT_GROUP_SIZE, ge=2, le=64, description="completions sampled per prompt (K)"
+    )
+    max_new_tokens: int = Field(64, ge=1, le=4096, description="cap on a sampled completion")
+    temperature: float = Field(1.0, gt=0.0, le=4.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    kl_beta: float = Field(0.0, ge=0.0, description="weight of the KL to the reference")
+    clip_epsilon: float = Field(0.2, gt=0.0, lt=1.0, description="PPO-style ratio clip")
+    scale_rewards: bool = Field(True, description="divide advantages by the group's std")
+    eval_samples: int = Field(
+        1, ge=1, le=64, description="completions per held-out prompt when scoring the model"
+    )
+
+    @field_validator("samples_per_prompt", mode="before")
+    @classmethod
+    def _auto_group(cls, value: Any) -> Any:
+        return DEFAULT_GROUP_SIZE if value == "auto" else value
+
+
 class ReinforcementMethod(_Strict):
-    """Reinforcement fine-tuning against graders (its options land with it)."""
+    """Reinforcement fine-tuning against graders: GRPO on prompts whose extra fields are the
+    grader's `item` (OpenAI's reinforcement fine-tuning data shape)."""
 
     type: Literal["reinforcement"]
-    reinforcement: dict[str, Any] = Field(default_factory=dict)
+    reinforcement: ReinforcementOptions
 
 
 # Shaped like OpenAI's fine-tuning `method`: {type: supervised | dpo | reinforcement, ...}.
