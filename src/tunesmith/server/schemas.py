@@ -52,11 +52,81 @@ class SupervisedMethod(_Body):
     hyperparameters: Hyperparameters | None = None
 
 
+class DpoHyperparameters(Hyperparameters):
+    beta: AutoFloat | None = Field(None, description="DPO's beta (0 < beta <= 2) or auto (0.1)")
+
+    @field_validator("beta")
+    @classmethod
+    def _beta(cls, v: Any) -> Any:
+        if isinstance(v, float | int) and not isinstance(v, bool) and not 0 < v <= 2:
+            raise ValueError("must be > 0 and at most 2, or 'auto'")
+        return v
+
+
+class DpoMethod(_Body):
+    hyperparameters: DpoHyperparameters | None = None
+
+
+REASONING_EFFORTS = ("default", "low", "medium", "high")
+
+
+class ReinforcementHyperparameters(Hyperparameters):
+    compute_multiplier: AutoFloat | None = Field(
+        None, description="completions sampled per prompt = clamp(round(4 x this), 2, 64)"
+    )
+    eval_interval: AutoInt | None = Field(None, description="training steps between evaluations")
+    eval_samples: AutoInt | None = Field(None, description="completions per held-out prompt")
+    reasoning_effort: Literal["default", "low", "medium", "high"] | None = Field(
+        None, description="accepted for compatibility; our models have no reasoning mode"
+    )
+
+    @field_validator("compute_multiplier")
+    @classmethod
+    def _compute(cls, v: Any) -> Any:
+        if isinstance(v, float | int) and not isinstance(v, bool) and not 0.00001 < v <= 10:
+            raise ValueError("must be > 0.00001 and at most 10, or 'auto'")
+        return v
+
+    @field_validator("eval_interval")
+    @classmethod
+    def _interval(cls, v: Any) -> Any:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be at least 1, or 'auto'")
+        return v
+
+    @field_validator("eval_samples")
+    @classmethod
+    def _samples(cls, v: Any) -> Any:
+        if isinstance(v, int) and not 1 <= v <= 64:
+            raise ValueError("must be between 1 and 64, or 'auto'")
+        return v
+
+
+class ReinforcementMethod(_Body):
+    grader: dict[str, Any] = Field(description="an OpenAI grader object (see graders/validate)")
+    hyperparameters: ReinforcementHyperparameters | None = None
+
+
 class Method(_Body):
     type: Literal["supervised", "dpo", "reinforcement"]
     supervised: SupervisedMethod | None = None
-    dpo: dict[str, Any] | None = None
-    reinforcement: dict[str, Any] | None = None
+    dpo: DpoMethod | None = None
+    reinforcement: ReinforcementMethod | None = None
+
+
+# The hyperparameters each method's job object shows (OpenAI's names), "auto" until resolved.
+COMMON_HYPER = ("n_epochs", "batch_size", "learning_rate_multiplier")
+METHOD_HYPER: dict[str, tuple[str, ...]] = {
+    "supervised": COMMON_HYPER,
+    "dpo": (*COMMON_HYPER, "beta"),
+    "reinforcement": (
+        *COMMON_HYPER,
+        "compute_multiplier",
+        "eval_interval",
+        "eval_samples",
+        "reasoning_effort",
+    ),
+}
 
 
 class JobCreate(_Body):
@@ -82,19 +152,23 @@ class JobCreate(_Body):
                 raise ValueError("keys are at most 64 characters, values at most 512")
         return v
 
+    @property
+    def method_type(self) -> str:
+        return self.method.type if self.method is not None else "supervised"
+
     def hyper(self) -> dict[str, Any]:
-        """The hyperparameters wherever the request put them (method wins over legacy)."""
-        chosen = None
-        if self.method is not None and self.method.supervised is not None:
-            chosen = self.method.supervised.hyperparameters
-        chosen = chosen or self.hyperparameters or Hyperparameters()
-        return {
-            "n_epochs": chosen.n_epochs if chosen.n_epochs is not None else "auto",
-            "batch_size": chosen.batch_size if chosen.batch_size is not None else "auto",
-            "learning_rate_multiplier": chosen.learning_rate_multiplier
-            if chosen.learning_rate_multiplier is not None
-            else "auto",
-        }
+        """The method's hyperparameters wherever the request put them (the method's block, else
+        the legacy top-level form), every one the method has named: "auto" when unset
+        (reasoning_effort: "default", as OpenAI shows it)."""
+        kind = self.method_type
+        block = getattr(self.method, kind, None) if self.method is not None else None
+        chosen: Hyperparameters | None = getattr(block, "hyperparameters", None)
+        source = chosen or self.hyperparameters
+        given = source.model_dump(exclude_none=True) if source is not None else {}
+        out = {name: given.get(name, "auto") for name in METHOD_HYPER[kind]}
+        if "reasoning_effort" in out and out["reasoning_effort"] == "auto":
+            out["reasoning_effort"] = "default"
+        return out
 
 
 class ChatMessage(BaseModel):
@@ -149,9 +223,13 @@ def file_object(f: FileRecord) -> dict[str, Any]:
 
 
 def job_object(j: JobRecord) -> dict[str, Any]:
-    method = dict(j.method or {"type": "supervised"})
-    kind = method.get("type", "supervised")
-    method.setdefault(kind, {"hyperparameters": j.hyperparameters})
+    """A job as OpenAI shows it: `method` echoes the type, its block (a reinforcement job's
+    grader) and the method's hyperparameters — "auto" until the run resolves them, then the
+    values it trains with; the top-level `hyperparameters` (the legacy form) the common ones."""
+    kind = (j.method or {}).get("type", "supervised")
+    hyper = dict(j.hyperparameters or {})
+    block = {**((j.method or {}).get(kind) or {}), "hyperparameters": hyper}
+    method = {"type": kind, kind: block}
     return {
         "id": j.id,
         "object": "fine_tuning.job",
@@ -159,7 +237,7 @@ def job_object(j: JobRecord) -> dict[str, Any]:
         "error": j.error,
         "fine_tuned_model": j.fine_tuned_model,
         "finished_at": j.finished_at,
-        "hyperparameters": j.hyperparameters,
+        "hyperparameters": {k: hyper.get(k, "auto") for k in COMMON_HYPER},
         "model": j.model,
         "organization_id": j.project,
         "result_files": list(j.result_files or []),

@@ -2,8 +2,9 @@
 
 An upload is stored under a generated id (the user's file name is kept for display only and
 never touches a path), streamed to disk in chunks against the size limit (413 beyond it), and
-validated at once by the data validator: the file's `status` is `processed` or `error`, and
-`status_details` names the bad lines ("line 7: messages[1].role: unknown role 'robot'").
+validated at once by the data validator (server/filecheck.py): the file's `status` is
+`processed` or `error`, and `status_details` names the bad lines ("line 7: messages[1].role:
+unknown role 'robot'").
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fastapi.responses import FileResponse
 
 from tunesmith.server.auth import project_of
 from tunesmith.server.errors import ApiError, not_found
+from tunesmith.server.filecheck import validate_upload
 from tunesmith.server.schemas import file_object, page
 from tunesmith.store import repo
 from tunesmith.store.ids import new_id
@@ -26,7 +28,6 @@ from tunesmith.store.ids import new_id
 router = APIRouter()
 PURPOSES = ("fine-tune",)
 CHUNK = 1 << 20
-MAX_DETAILS = 20  # bad lines named in status_details (the count of the rest follows)
 
 
 def display_name(raw: str | None) -> str:
@@ -49,34 +50,6 @@ def stored_suffix(filename: str) -> str:
         if name.endswith(suffix):
             return suffix + gz
     return ".jsonl"
-
-
-def describe_problems(report: Any) -> str | None:
-    """`status_details`: every bad line (up to a bound) as 'line N: field: reason'."""
-    if report.ok:
-        return None
-    parts = []
-    for issue in report.errors[:MAX_DETAILS]:
-        where = f"line {issue.line}: " if issue.line is not None else ""
-        field = f"{issue.field}: " if issue.field else ""
-        parts.append(f"{where}{field}{issue.message}")
-    more = report.error_count - len(parts)
-    if more > 0:
-        parts.append(f"... and {more} more")
-    return "; ".join(parts) or "the file is not usable training data"
-
-
-def validate_upload(path: Path) -> tuple[str, str | None, dict[str, Any] | None]:
-    """(status, status_details, report) from the data validator (structure; no model)."""
-    from tunesmith import api
-    from tunesmith.errors import TunesmithError
-
-    try:
-        report = api.validate_data(path, model=None, estimate=False)
-    except TunesmithError as exc:  # not a data file at all: say what, without our paths
-        return "error", exc.message, None
-    summary = report.to_dict()
-    return ("processed" if report.ok else "error"), describe_problems(report), summary
 
 
 @router.post("/files")

@@ -1,10 +1,14 @@
 """/v1/fine_tuning/jobs: create, list, retrieve, cancel, pause, resume, events (paged or as
 Server-Sent Events), checkpoints, and our extension `/evaluation` (the base-vs-tuned verdict).
 
-A job is created in `validating_files`: its files must be this project's, uploaded for
-fine-tuning and valid — a file the validator rejected fails the job at once with
-`invalid_training_file` / `invalid_validation_file` and the bad lines. Then it is `queued` for
-a worker (tunesmith.worker). Terminal statuses never change (the store enforces it).
+`method` is OpenAI's: `supervised`, `dpo` (hyperparameters + beta) or `reinforcement` (a
+grader object + hyperparameters); a bad grader, a block for another type or a method this
+version cannot train yet is a 400 naming the field. A job is created in `validating_files`: its
+files must be this project's, uploaded for fine-tuning, valid, and of the kind the method
+learns from (a chat file cannot feed DPO, preference pairs cannot feed supervised training) —
+otherwise the job fails at once with `invalid_training_file` / `invalid_validation_file` and
+the lines. Then it is `queued` for a worker (tunesmith.worker). Terminal statuses never change
+(the store enforces it).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from fastapi.responses import StreamingResponse
 
 from tunesmith.server.auth import project_of
 from tunesmith.server.errors import ApiError, not_found
+from tunesmith.server.filecheck import file_problem
+from tunesmith.server.routes.graders import check_grader
 from tunesmith.server.schemas import (
     JobCreate,
     checkpoint_object,
@@ -62,6 +68,48 @@ def _check_file(request: Request, project: str, file_id: str | None, param: str)
     return record
 
 
+def _method(request: Request, body: JobCreate) -> dict[str, Any]:
+    """The job's `method` as stored: its type and its block's settings besides the
+    hyperparameters (a reinforcement job's grader, checked here as graders/validate checks
+    it). A block for another type than `method.type`, or a method this version cannot train
+    yet (tunesmith.config.METHODS_NOT_YET, the table training and the data layer use), is a 400
+    before anything is stored."""
+    from tunesmith.config import METHODS_NOT_YET
+
+    kind = body.method_type
+    if body.method is not None:
+        for other in ("supervised", "dpo", "reinforcement"):
+            if other != kind and getattr(body.method, other) is not None:
+                raise ApiError(
+                    400,
+                    f"method.{other} is given but method.type is {kind!r}; "
+                    f"put the settings under method.{kind}",
+                    code="invalid_method",
+                    param=f"method.{other}",
+                )
+    method: dict[str, Any] = {"type": kind}
+    if kind == "reinforcement":
+        block = body.method.reinforcement if body.method is not None else None
+        if block is None:
+            raise ApiError(
+                400,
+                "a reinforcement job needs method.reinforcement.grader (a grader object that "
+                "scores the sampled answers)",
+                code="invalid_method",
+                param="method.reinforcement.grader",
+            )
+        check_grader(request.app.state.settings, block.grader, "method.reinforcement.grader")
+        method["reinforcement"] = {"grader": block.grader}
+    if kind in METHODS_NOT_YET:
+        raise ApiError(
+            400,
+            f"method {kind!r}: {METHODS_NOT_YET[kind]}",
+            code="unsupported_method",
+            param="method.type",
+        )
+    return method
+
+
 @router.post("/fine_tuning/jobs")
 def create(request: Request, body: JobCreate, project: str = Depends(project_of)) -> dict[str, Any]:
     settings, store = request.app.state.settings, request.app.state.store
@@ -73,20 +121,10 @@ def create(request: Request, body: JobCreate, project: str = Depends(project_of)
             code="model_not_available",
             param="model",
         )
-    method: dict[str, Any] = (
-        body.method.model_dump(exclude_none=True) if body.method else {"type": "supervised"}
-    )
-    if method["type"] != "supervised":
-        raise ApiError(
-            400,
-            f"method {method['type']!r} is not available yet; use 'supervised'",
-            code="unsupported_method",
-            param="method.type",
-        )
+    method = _method(request, body)
     train = _check_file(request, project, body.training_file, "training_file")
     val = _check_file(request, project, body.validation_file, "validation_file")
     hyper = body.hyper()
-    method.setdefault("supervised", {})["hyperparameters"] = hyper
     job = repo.create_job(
         store,
         project,
@@ -103,13 +141,8 @@ def create(request: Request, body: JobCreate, project: str = Depends(project_of)
         store, job.id, [{"level": "info", "message": "Validating training file", "type": "message"}]
     )
     for record, param in ((train, "training_file"), (val, "validation_file")):
-        if record is not None and record.status != "processed":
-            error = {
-                "code": f"invalid_{param}",
-                "message": f"{param} {record.id} ({record.filename}) is not valid: "
-                f"{record.status_details or 'not usable'}",
-                "param": param,
-            }
+        error = file_problem(record, param, method["type"]) if record is not None else None
+        if error is not None:
             failed = repo.transition(store, job.id, "failed", error=error)
             repo.add_events(
                 store, job.id, [{"level": "error", "message": error["message"], "type": "message"}]

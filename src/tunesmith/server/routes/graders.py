@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tunesmith.server.auth import project_of
 from tunesmith.server.errors import ApiError
+from tunesmith.service import ServerSettings
 
 router = APIRouter()
 
@@ -31,23 +32,44 @@ class RunBody(BaseModel):
     item: dict[str, Any] | None = None
 
 
-def _options(request: Request) -> dict[str, Any]:
-    settings = request.app.state.settings
+def grader_options(settings: ServerSettings) -> dict[str, Any]:
+    """What a grader may use on this server: python only where the operator enabled it, and
+    the base models it offers as judges."""
     return {"allow_python": settings.allow_python_graders, "judges": dict(settings.models)}
 
 
-def _check(request: Request, grader: dict[str, Any]) -> None:
+def check_grader(settings: ServerSettings, grader: dict[str, Any], where: str = "grader") -> None:
+    """A 400 `invalid_grader` naming the first bad field (`param` is `where` + its path, e.g.
+    `method.reinforcement.grader.operation`) unless the grader is usable here. The graders
+    endpoints and reinforcement jobs both check with this, so they refuse the same things."""
     from tunesmith import api
 
-    problems = api.validate_grader(grader, **_options(request))
+    problems = api.validate_grader(grader, **grader_options(settings))
     if problems:
-        param = "grader." + problems[0].split(":", 1)[0].removeprefix("grader.").strip()
+        field = problems[0].split(":", 1)[0].strip().removeprefix("grader").lstrip(".")
+        shown = [
+            where + p.removeprefix("grader") if p.startswith("grader") else p for p in problems
+        ]
+        message = "invalid grader: " + "; ".join(shown[:20])
+        if not settings.allow_python_graders and "python graders are not allowed" in message:
+            message += (
+                " — python graders run user code, so this server refuses them unless its "
+                "operator sets TUNESMITH_ALLOW_PYTHON_GRADERS=1"
+            )
         raise ApiError(
             400,
-            "invalid grader: " + "; ".join(problems[:20]),
+            message,
             code="invalid_grader",
-            param=param.rstrip("."),
+            param=f"{where}.{field}" if field else where,
         )
+
+
+def _options(request: Request) -> dict[str, Any]:
+    return grader_options(request.app.state.settings)
+
+
+def _check(request: Request, grader: dict[str, Any]) -> None:
+    check_grader(request.app.state.settings, grader)
 
 
 @router.post("/fine_tuning/alpha/graders/validate")
