@@ -2,13 +2,17 @@
 
 One worker runs one job at a time:
   1. claim a job (a lease in the store: nobody else runs it while the lease is renewed);
-  2. write the job's run spec and start `tunesmith train` in a child process (a list of
-     arguments, no shell; under `torchrun` when the operator asks for several GPUs); a job
-     whose run directory already holds checkpoints is resumed (`--resume`) — that is how a job
-     survives its worker's death and how a paused job continues;
-  3. follow the run's events.jsonl, turn its metrics and messages into job events and its
-     checkpoints into job checkpoints; renew the lease; a job cancelled or paused in the store
-     is stopped through the run's cancel request (the child saves a checkpoint and exits);
+  2. write the job's run spec (its OpenAI method mapped onto ours: method_spec) and start
+     `tunesmith train` in a child process (a list of arguments, no shell; under `torchrun`
+     when the operator asks for several GPUs); a job whose run directory already holds
+     checkpoints is resumed (`--resume`) — that is how a job survives its worker's death and
+     how a paused job continues;
+  3. follow the run's events.jsonl, turn its metrics (OpenAI's names; an objective's own
+     statistics as train_… / valid_…) and messages into job events and its checkpoints into
+     job checkpoints; once the run has resolved its spec, show the job's "auto"
+     hyperparameters as the values it trains with; renew the lease; a job cancelled or
+     paused in the store is stopped through the run's cancel request (the child saves a
+     checkpoint and exits);
   4. record the outcome: `succeeded` with the model name, trained tokens and a results CSV,
      `failed` with the reason, `paused` (back to the queue on resume), or leave `cancelled`.
 The child dies with its worker (PR_SET_PDEATHSIG): a job is never trained twice at once.
@@ -47,6 +51,50 @@ def fine_tuned_name(job: JobRecord) -> str:
     return ":".join(parts)
 
 
+def group_size(compute_multiplier: Any) -> int:
+    """A reinforcement job's completions per prompt (GRPO's K) from OpenAI's
+    `compute_multiplier` ("compute used for exploring"): K = clamp(round(4 x multiplier), 2,
+    64), so "auto" (1.0) is our default K of 4, 0.5 halves it and 2 doubles it."""
+    from tunesmith.config import DEFAULT_GROUP_SIZE
+
+    if compute_multiplier in (None, "auto"):
+        return DEFAULT_GROUP_SIZE
+    return max(2, min(64, round(DEFAULT_GROUP_SIZE * float(compute_multiplier))))
+
+
+def _given(hyper: dict[str, Any], name: str) -> bool:
+    return hyper.get(name, "auto") not in ("auto", None)
+
+
+def method_spec(job: JobRecord, allow_python: bool = False) -> dict[str, Any]:
+    """The run spec's `method` for a job's OpenAI-shaped method: dpo's `beta` is
+    dpo.beta; reinforcement's grader is reinforcement.grader, `compute_multiplier` the group
+    size (group_size), `eval_samples` reinforcement.eval_samples, and the operator's
+    allow_python_graders (never the job's) reinforcement.allow_python. `reasoning_effort` has
+    nothing to set: our models have no reasoning mode (it is accepted and shown, as OpenAI
+    shows it, and changes nothing)."""
+    stored = job.method or {}
+    kind = stored.get("type", "supervised")
+    hyper = job.hyperparameters or {}
+    if kind == "dpo":
+        return (
+            {"type": "dpo", "dpo": {"beta": float(hyper["beta"])}}
+            if _given(hyper, "beta")
+            else {"type": "dpo"}
+        )
+    if kind == "reinforcement":
+        options: dict[str, Any] = {
+            "grader": (stored.get("reinforcement") or {}).get("grader"),
+            "samples_per_prompt": group_size(hyper.get("compute_multiplier")),
+        }
+        if _given(hyper, "eval_samples"):
+            options["eval_samples"] = int(hyper["eval_samples"])
+        if allow_python:  # the server checked the grader under the same setting
+            options["allow_python"] = True
+        return {"type": "reinforcement", "reinforcement": options}
+    return {"type": kind}
+
+
 def job_spec(job: JobRecord, settings: ServerSettings, files: dict[str, str]) -> dict[str, Any]:
     """The run spec of a job: the operator's defaults, then what the job asked for."""
     hyper = job.hyperparameters or {}
@@ -58,15 +106,45 @@ def job_spec(job: JobRecord, settings: ServerSettings, files: dict[str, str]) ->
         data["validation"] = files["validation_file"]
     spec["output_dir"] = str(run_dir_of(job, settings).path)
     spec["seed"] = int(job.seed)
-    spec["method"] = {"type": (job.method or {}).get("type", "supervised")}
-    if hyper.get("n_epochs", "auto") != "auto":
+    spec["method"] = method_spec(job, settings.allow_python_graders)
+    if _given(hyper, "n_epochs"):
         spec["epochs"] = int(hyper["n_epochs"])
-    if hyper.get("batch_size", "auto") != "auto":
+    if _given(hyper, "batch_size"):
         spec["batch_size"] = int(hyper["batch_size"])
-    if hyper.get("learning_rate_multiplier", "auto") != "auto":
+    if _given(hyper, "learning_rate_multiplier"):
         spec["lr_multiplier"] = float(hyper["learning_rate_multiplier"])
     spec.setdefault("eval", {})["compare_base"] = bool(files.get("validation_file"))
+    if _given(hyper, "eval_interval"):
+        spec["eval"]["every_steps"] = int(hyper["eval_interval"])
     return spec
+
+
+def resolved_hyperparameters(job: JobRecord, config: dict[str, Any]) -> dict[str, Any]:
+    """The job's hyperparameters with every "auto" replaced by what the run resolved it to
+    (RUN/config.yaml), as OpenAI's job object shows them once training starts. batch_size is
+    examples per optimizer step (batch x grad_accum x processes), OpenAI's meaning."""
+    from tunesmith.config import DEFAULT_GROUP_SIZE
+
+    hyper = dict(job.hyperparameters or {})
+    method = config.get("method") or {}
+    rl = method.get("reinforcement") or {}
+    values: dict[str, Any] = {
+        "n_epochs": config.get("epochs"),
+        "batch_size": int(config.get("batch_size") or 1)
+        * int(config.get("grad_accum") or 1)
+        * int(config.get("world_size") or 1),
+        "learning_rate_multiplier": config.get("lr_multiplier"),
+        "beta": (method.get("dpo") or {}).get("beta"),
+        "compute_multiplier": rl["samples_per_prompt"] / DEFAULT_GROUP_SIZE
+        if rl.get("samples_per_prompt")
+        else None,
+        "eval_interval": config.get("eval_every_steps"),
+        "eval_samples": rl.get("eval_samples"),
+    }
+    for name, value in values.items():
+        if hyper.get(name) == "auto" and value is not None:
+            hyper[name] = value
+    return hyper
 
 
 def run_dir_of(job: JobRecord, settings: ServerSettings) -> RunDir:
@@ -82,29 +160,76 @@ def _die_with_parent() -> None:  # runs in the child before exec
         pass
 
 
+# Our metric names -> OpenAI's (the fixed names of its metrics events and results CSV).
+OPENAI_METRICS = {
+    "loss": "train_loss",
+    "token_accuracy": "train_mean_token_accuracy",
+    "val_loss": "valid_loss",
+    "val_token_accuracy": "valid_mean_token_accuracy",
+}
+# Bookkeeping of a step, passed on under its own name.
+STEP_FIELDS = ("lr", "grad_norm", "trained_tokens", "tokens_per_s", "epoch")
+NOT_METRICS = {"step", "elapsed_s"}
+# What a metrics event's message says, when the step has it (a DPO job's accuracy of its
+# preferences, a reinforcement job's mean reward).
+EVENT_TEXT = (
+    ("train_loss", "training loss"),
+    ("train_preference_accuracy", "preference accuracy"),
+    ("train_reward", "reward"),
+    ("valid_loss", "validation loss"),
+    ("valid_preference_accuracy", "validation preference accuracy"),
+    ("valid_reward", "validation reward"),
+)
+RESULT_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+
+
+def metric_name(ours: str) -> str | None:
+    """The name a metric of ours has in a job's events: OpenAI's where it has one, else
+    `train_…` / `valid_…` after OpenAI's pattern — the objective's own statistics (DPO's
+    reward_margin -> train_reward_margin, val_preference_accuracy ->
+    valid_preference_accuracy; GRPO's rewards likewise). None: not a metric."""
+    if ours in OPENAI_METRICS:
+        return OPENAI_METRICS[ours]
+    if ours in STEP_FIELDS:
+        return ours
+    if ours in NOT_METRICS:
+        return None
+    return "valid_" + ours[4:] if ours.startswith("val_") else "train_" + ours
+
+
 def metrics_event(data: dict[str, Any], total: int | None) -> dict[str, Any]:
     """Our step record in OpenAI's metrics-event shape (fixed field names)."""
     out: dict[str, Any] = {"step": data.get("step"), "total_steps": total}
-    names = {
-        "loss": "train_loss",
-        "token_accuracy": "train_mean_token_accuracy",
-        "val_loss": "valid_loss",
-        "val_token_accuracy": "valid_mean_token_accuracy",
-    }
-    for ours, theirs in names.items():
-        if ours in data:
-            out[theirs] = data[ours]
-    for key in ("lr", "grad_norm", "trained_tokens", "tokens_per_s", "epoch"):
-        if key in data:
-            out[key] = data[key]
+    for ours, value in data.items():
+        name = metric_name(ours)
+        if name is not None and isinstance(value, int | float) and not isinstance(value, bool):
+            out[name] = value
     return out
 
 
-def results_csv(run: RunDir) -> str:
+def results_csv(run: RunDir, method: str = "supervised") -> str:
+    """OpenAI's results CSV (step, train_loss, train_accuracy, valid_loss,
+    valid_mean_token_accuracy); for the other methods, then a column for each statistic of
+    their objective the metrics hold (a DPO job's train_reward_margin,
+    train_preference_accuracy, valid_preference_accuracy, …)."""
+    rows = run.read_metrics()
+    extra: list[str] = []
+    for m in rows if method != "supervised" else []:
+        for ours, value in m.items():
+            name = metric_name(ours)
+            if (
+                name is not None
+                and ours not in OPENAI_METRICS
+                and ours not in STEP_FIELDS
+                and name not in extra
+                and isinstance(value, int | float)
+            ):
+                extra.append(name)
     buf = _io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"])
-    for m in run.read_metrics():
+    w.writerow([*RESULT_COLUMNS, *extra])
+    for m in rows:
+        named = {metric_name(k): v for k, v in m.items()}
         w.writerow(
             [
                 m.get("step"),
@@ -112,6 +237,7 @@ def results_csv(run: RunDir) -> str:
                 m.get("token_accuracy"),
                 m.get("val_loss", ""),
                 m.get("val_token_accuracy", ""),
+                *(named.get(name, "") for name in extra),
             ]
         )
     return buf.getvalue()
@@ -229,11 +355,14 @@ class Worker:
         total: int | None = None
         last_metrics: dict[str, Any] = {}
         stop_sent = False
+        resolved = False
         next_beat = time.monotonic() + self.settings.heartbeat_s
         while True:
             finished = child.poll() is not None
             offset, total, last_metrics = self._forward(job, run, offset, total, last_metrics)
             atomic_write(offset_file, str(offset))
+            if not resolved:
+                resolved = self._resolve(job, run)
             if finished:
                 return "done"
             if time.monotonic() >= next_beat:
@@ -275,10 +404,9 @@ class Worker:
                 data = metrics_event(event.data, int(event.total or total or 0) or None)
                 last = data
                 parts = [f"Step {data['step']}/{data['total_steps']}"]
-                if "train_loss" in data:
-                    parts.append(f"training loss={data['train_loss']:.4f}")
-                if "valid_loss" in data:
-                    parts.append(f"validation loss={data['valid_loss']:.4f}")
+                for name, said in EVENT_TEXT:
+                    if name in data:
+                        parts.append(f"{said}={data[name]:.4f}")
                 rows.append(
                     {
                         "level": "info",
@@ -293,14 +421,7 @@ class Worker:
                 metrics = {
                     k: v
                     for k, v in last.items()
-                    if k
-                    in (
-                        "step",
-                        "train_loss",
-                        "train_mean_token_accuracy",
-                        "valid_loss",
-                        "valid_mean_token_accuracy",
-                    )
+                    if k == "step" or k.startswith(("train_", "valid_"))
                 }
                 repo.add_checkpoint(
                     self.store,
@@ -333,6 +454,25 @@ class Worker:
         if rows:
             repo.add_events(self.store, job.id, rows)
         return offset + len(chunk[:end].encode("utf-8")), total, last
+
+    def _resolve(self, job: JobRecord, run: RunDir) -> bool:
+        """Once the run has resolved its spec (RUN/config.yaml, written with its manifest, so
+        a restarted job resumes it rather than building a new spec), the job shows the values
+        it trains with instead of "auto". True when done (or nothing is left to do)."""
+        if not (run.config.is_file() and run.is_run(run.path)):
+            return False
+        try:
+            import yaml
+
+            config = yaml.safe_load(run.config.read_text(encoding="utf-8"))
+        except (OSError, ValueError, yaml.YAMLError):
+            return False
+        if not isinstance(config, dict):
+            return False
+        hyper = resolved_hyperparameters(job, config)
+        if hyper != (job.hyperparameters or {}):
+            repo.update_job(self.store, job.id, hyperparameters=hyper)
+        return True
 
     def _forget_pruned(self, job: JobRecord) -> None:
         """The run keeps its newest checkpoints (keep_checkpoints) and deletes older ones; a
@@ -373,7 +513,7 @@ class Worker:
     def _succeed(self, job: JobRecord, run: RunDir) -> None:
         manifest = run.manifest()
         path = self.settings.files_dir / new_id("file")
-        text = results_csv(run)
+        text = results_csv(run, (job.method or {}).get("type", "supervised"))
         atomic_write(path, text)
         import hashlib
 

@@ -115,3 +115,121 @@ def test_a_multi_gpu_job_runs_under_torchrun(tmp_path: Path) -> None:
         worker.close()
     assert cmd[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4"]
     assert cmd[6:] == ["-m", "tunesmith.cli", "train", "--resume", str(run.path), "--no-progress"]
+
+
+GRADER = {
+    "type": "string_check",
+    "name": "label",
+    "input": "{{sample.output_json.category}}",
+    "reference": "{{item.label}}",
+    "operation": "eq",
+}
+
+
+def test_dpo_and_reinforcement_jobs_map_onto_the_run_spec(tmp_path: Path) -> None:
+    from tunesmith.config import load_spec
+    from tunesmith.worker import group_size
+
+    settings = ServerSettings(home=tmp_path, models={"tiny": "/models/tiny"})
+    auto = {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}
+    dpo = _job(method={"type": "dpo"}, hyperparameters={**auto, "beta": 0.3, "n_epochs": 2})
+    spec = job_spec(dpo, settings, {"training_file": "/f/p.jsonl"})
+    assert spec["method"] == {"type": "dpo", "dpo": {"beta": 0.3}} and spec["epochs"] == 2
+    assert load_spec(spec).method.dpo.beta == 0.3
+    spec = job_spec(
+        replace(dpo, hyperparameters={**auto, "beta": "auto"}), settings, {"training_file": "/f"}
+    )
+    assert spec["method"] == {"type": "dpo"} and load_spec(spec).method.dpo.beta == 0.1
+
+    rl_hyper = {
+        **auto,
+        "compute_multiplier": 2.0,
+        "eval_interval": 5,
+        "eval_samples": 3,
+        "reasoning_effort": "high",
+    }
+    rl = _job(
+        method={"type": "reinforcement", "reinforcement": {"grader": GRADER}},
+        hyperparameters=rl_hyper,
+    )
+    spec = job_spec(rl, settings, {"training_file": "/f/r.jsonl"})
+    assert spec["method"] == {
+        "type": "reinforcement",
+        "reinforcement": {"grader": GRADER, "samples_per_prompt": 8, "eval_samples": 3},
+    }
+    assert spec["eval"]["every_steps"] == 5
+    loaded = load_spec(spec)
+    assert loaded.method.reinforcement.samples_per_prompt == 8 and loaded.eval.every_steps == 5
+    allowed = ServerSettings(home=tmp_path, models={"tiny": "/m"}, allow_python_graders=True)
+    spec = job_spec(rl, allowed, {"training_file": "/f/r.jsonl"})
+    assert spec["method"]["reinforcement"]["allow_python"] is True  # the operator's word only
+    # compute_multiplier scales the group of completions per prompt, within K's bounds
+    assert [group_size(x) for x in ("auto", None, 1, 0.5, 0.1, 1.4, 100)] == [4, 4, 4, 2, 2, 6, 64]
+
+
+def test_the_job_shows_what_the_run_resolved() -> None:
+    from tunesmith.worker import resolved_hyperparameters
+
+    hyper = {
+        "n_epochs": "auto",
+        "batch_size": "auto",
+        "learning_rate_multiplier": 2.0,
+        "beta": "auto",
+    }
+    config = {
+        "epochs": 3,
+        "batch_size": 2,
+        "grad_accum": 4,
+        "world_size": 1,
+        "lr_multiplier": 2.0,
+        "method": {"type": "dpo", "dpo": {"beta": 0.1}},
+        "eval_every_steps": 10,
+    }
+    got = resolved_hyperparameters(_job(method={"type": "dpo"}, hyperparameters=hyper), config)
+    assert got == {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 2.0, "beta": 0.1}
+    rl = {
+        "n_epochs": 1,
+        "compute_multiplier": "auto",
+        "eval_interval": "auto",
+        "eval_samples": "auto",
+        "reasoning_effort": "default",
+    }
+    config["method"] = {
+        "type": "reinforcement",
+        "reinforcement": {"samples_per_prompt": 4, "eval_samples": 1},
+    }
+    got = resolved_hyperparameters(_job(hyperparameters=rl), config)
+    assert got == {**rl, "compute_multiplier": 1.0, "eval_interval": 10, "eval_samples": 1}
+
+
+def test_an_objectives_statistics_keep_openai_style_names(tmp_path: Path) -> None:
+    ours = {
+        "step": 2,
+        "loss": 0.6,
+        "reward_margin": 0.2,
+        "preference_accuracy": 0.5,
+        "val_loss": 0.7,
+        "val_preference_accuracy": 0.75,
+        "elapsed_s": 1.0,
+        "lr": 0.1,
+    }
+    assert metrics_event(ours, 4) == {
+        "step": 2,
+        "total_steps": 4,
+        "train_loss": 0.6,
+        "train_reward_margin": 0.2,
+        "train_preference_accuracy": 0.5,
+        "valid_loss": 0.7,
+        "valid_preference_accuracy": 0.75,
+        "lr": 0.1,
+    }
+    run = RunDir(tmp_path)
+    first = {"step": 1, "loss": 0.69, "reward_margin": 0.0, "preference_accuracy": 0.0}
+    run.metrics.write_text(json.dumps(first) + "\n" + json.dumps(ours) + "\n")
+    assert results_csv(run, "dpo").splitlines() == [
+        "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy,"
+        "train_reward_margin,train_preference_accuracy,valid_preference_accuracy",
+        "1,0.69,,,,0.0,0.0,",
+        "2,0.6,,0.7,,0.2,0.5,0.75",
+    ]
+    assert results_csv(run).splitlines()[0].count(",") == 4  # supervised: OpenAI's columns
