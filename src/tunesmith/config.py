@@ -151,7 +151,11 @@ class ReinforcementOptions(_Strict):
 
     `grader` is an OpenAI grader object (string_check, text_similarity, score_model,
     label_model, python, multi) or one of ours (json_schema, numeric); it is checked with
-    `tunesmith.graders.validate_grader` before anything is loaded."""
+    `tunesmith.graders.validate_grader` before anything is loaded. A python grader also needs
+    `allow_python: true` (it runs user code, in a sandboxed process).
+
+    `eval_samples` = 1 scores one greedy completion per held-out prompt; more are sampled at
+    `temperature` (seeded alike at every validation) and averaged."""
 
     grader: dict[str, Any] = Field(description="the grader object that scores each completion")
     samples_per_prompt: int = Field(
@@ -165,6 +169,11 @@ class ReinforcementOptions(_Strict):
     scale_rewards: bool = Field(True, description="divide advantages by the group's std")
     eval_samples: int = Field(
         1, ge=1, le=64, description="completions per held-out prompt when scoring the model"
+    )
+    allow_python: bool = Field(
+        False,
+        description="let a python grader run (user code, sandboxed); a server sets this from "
+        "its operator's setting only",
     )
 
     @field_validator("samples_per_prompt", mode="before")
@@ -200,9 +209,7 @@ PREFERENCE_METHODS = ("dpo", "orpo")
 # The methods the spec accepts but this version cannot train yet, and why. One table for every
 # layer that has to say so: training refuses them (train/objectives), data validation says
 # which methods a file can feed (data/methods.py), the server will refuse such jobs.
-METHODS_NOT_YET = {
-    "reinforcement": "reinforcement fine-tuning (GRPO with graders) is not available yet",
-}
+METHODS_NOT_YET: dict[str, str] = {}
 
 
 class RunSpec(_Strict):

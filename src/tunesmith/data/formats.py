@@ -11,6 +11,9 @@ Convert once, early: after this module nothing knows which format the user wrote
 - `openai_dpo`        {"input": {"messages": [...]}, "preferred_output": [...],
                        "non_preferred_output": [...]}      (preference pair)
 - `preference`        {"prompt", "chosen", "rejected"}     (preference pair)
+- `prompts`           {"messages": [... ending with a user turn], **any other fields}
+                      (reinforcement fine-tuning: the other fields are the grader's `item`;
+                      never detected from keys, chosen by `method: reinforcement`)
 
 Every format also accepts the metadata keys `id` and `metadata` (kept in `record.meta`); any
 other unknown key is an error, because a misspelt key ("complition") silently ignored is how
@@ -29,6 +32,7 @@ from tunesmith.data.records import (
     Conversation,
     Message,
     PreferencePair,
+    Prompt,
     Record,
     Role,
     Source,
@@ -43,6 +47,7 @@ FORMATS: tuple[str, ...] = (
     "sharegpt",
     "openai_dpo",
     "preference",
+    "prompts",
 )
 PREFERENCE_FORMATS = ("openai_dpo", "preference")
 FORMAT_ALIASES = {
@@ -54,6 +59,8 @@ FORMAT_ALIASES = {
     "dpo": "openai_dpo",
     "openai-dpo": "openai_dpo",
     "prompt_chosen_rejected": "preference",
+    "rft": "prompts",
+    "reinforcement": "prompts",
 }
 META_KEYS = frozenset({"id", "metadata"})
 KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {  # format -> (required, optional)
@@ -165,6 +172,8 @@ def unknown_format_error(obj: Mapping[str, Any], source: Source) -> RowError:
 
 def convert_row(obj: Mapping[str, Any], fmt: str, source: Source) -> Record:
     """Convert one parsed row in format `fmt` to a canonical record (raises `RowError`)."""
+    if fmt == "prompts":
+        return _prompt(obj, source)
     _check_keys(obj, fmt, source)
     meta = {k: obj[k] for k in META_KEYS if k in obj}
     if fmt == "chat":
@@ -215,6 +224,55 @@ def convert_row(obj: Mapping[str, Any], fmt: str, source: Source) -> Record:
         rejected = _pref_answer(obj["rejected"], "rejected", source)
         return _pair(prompt, chosen, rejected, source, meta, fmt)
     raise DataError(f"unknown data format '{fmt}'")  # pragma: no cover - normalized earlier
+
+
+def _prompt(obj: Mapping[str, Any], source: Source) -> Prompt:
+    """A reinforcement prompt: `messages` (system/developer, then alternating user and
+    assistant turns, ending with the user's), every other field the grader's `item`.
+
+    A final assistant turn is an error, not silently dropped or trained on: the model writes
+    the answer here, and an answer in the data is either a reference for the grader (put it
+    in a field such as `reference_answer`) or a row meant for supervised training."""
+    for key in TOOL_KEYS:
+        if key in obj:
+            raise _tools_error(source, key)
+    if obj.get("messages") is None:
+        raise RowError(
+            "missing_key",
+            "missing key 'messages' (format prompts needs messages; other keys are the "
+            "grader's item)",
+            source,
+            "messages",
+            hint=did_you_mean(obj),
+        )
+    raw = obj["messages"]
+    if isinstance(raw, list):  # OpenAI's developer role is the system prompt
+        raw = [
+            {**m, "role": "system"} if isinstance(m, Mapping) and m.get("role") == "developer"
+            else m
+            for m in raw
+        ]  # fmt: skip
+    messages = _chat_messages(raw, "messages", source)
+    last = len(messages) - 1
+    if messages[last].role == "assistant":
+        raise RowError(
+            "role_order",
+            "a reinforcement prompt must end with a user message: the model writes the "
+            "answer the grader scores",
+            source,
+            f"messages[{last}].role",
+            hint="drop the final assistant turn, or move it into a field such as "
+            "reference_answer for the grader to compare with",
+        )
+    for i, m in enumerate(messages):
+        if m.weight is not None:
+            raise RowError(
+                "bad_weight", "weights mean nothing in a prompt", source, f"messages[{i}].weight"
+            )
+    _check_prompt(messages, source, "messages")
+    item = {k: v for k, v in obj.items() if k != "messages"}
+    meta = {k: obj[k] for k in META_KEYS if k in obj}
+    return Prompt(tuple(messages), item, source, meta)
 
 
 def _tools_error(source: Source, field: str) -> RowError:
@@ -562,7 +620,10 @@ def message_dicts(messages: tuple[Message, ...] | list[Message]) -> list[dict[st
 
 
 def record_to_json(record: Record, *, keep_weights: bool = True) -> dict[str, Any]:
-    """A record in the canonical output format: OpenAI chat, or OpenAI DPO for pairs."""
+    """A record in the canonical output format: OpenAI chat, OpenAI DPO for pairs, OpenAI's
+    reinforcement rows (messages plus the item's fields) for prompts."""
+    if isinstance(record, Prompt):
+        return {"messages": message_dicts(record.messages), **record.item}
     if isinstance(record, PreferencePair):
         out: dict[str, Any] = {
             "input": {"messages": message_dicts(record.prompt)},

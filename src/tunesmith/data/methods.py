@@ -1,9 +1,11 @@
 """Which training methods a data file can feed, said before anyone trains on it.
 
 Why: a file of preference pairs is well-formed data, but `supervised` training cannot learn
-from it (the methods that can are `dpo` and `orpo`), and a chat file cannot feed DPO. Validation and
-training say the same thing here, in one place: what each method learns from, whether this
-version trains it (`tunesmith.config.METHODS_NOT_YET`), and so which methods fit a file.
+from it (the methods that can are `dpo` and `orpo`), and a chat file cannot feed DPO; a file of
+prompts (format `prompts`, read when the method is `reinforcement`) feeds only reinforcement.
+Validation and training say the same thing here, in one place: what each method learns from,
+whether this version trains it (`tunesmith.config.METHODS_NOT_YET`), and so which methods fit a
+file.
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ METHOD_DATA: dict[str, tuple[str, str]] = {
     "supervised": ("sft", "conversations (messages with assistant answers)"),
     "dpo": ("preference", "preference pairs (a prompt with a chosen and a rejected answer)"),
     "orpo": ("preference", "preference pairs (a prompt with a chosen and a rejected answer)"),
-    "reinforcement": ("sft", "prompts (conversations; graders score the answers)"),
+    "reinforcement": (
+        "prompt",
+        "prompts (messages ending with a user turn; the other fields are the grader's item)",
+    ),
 }
 KIND_TEXT = {
     "sft": "conversations",
     "preference": "preference pairs (chosen/rejected)",
+    "prompt": "prompts (no answers)",
 }
 
 

@@ -2,7 +2,8 @@
 
 `prepare_sft` runs the same validation `tunesmith data validate` runs (so the report a user saw
 is the report training acted on), then splits, mixes and returns tokenized examples;
-`prepare_preference` does the same for the preference pairs of DPO/ORPO (no mixing). It never
+`prepare_preference` does the same for the preference pairs of DPO/ORPO (no mixing), and
+`prepare_prompts` for the prompts of reinforcement fine-tuning (no mixing). It never
 drops a row silently: by default any row error raises a `DataError` naming the first bad line;
 with `skip_invalid=True` bad rows are left out *and listed in the report*, and
 `report.rows_read == len(train) + len(validation) + report.rows_rejected + report.rows_dropped`
@@ -32,7 +33,7 @@ from tunesmith.data.formats import (
 from tunesmith.data.mixing import MixSource, count_for, sample_source
 from tunesmith.data.quality import record_key
 from tunesmith.data.readers import iter_rows
-from tunesmith.data.records import Conversation, PreferencePair, Record
+from tunesmith.data.records import Prompt, Record
 from tunesmith.data.tokenize import TokenizedExample, TokenizedPair, tokenize_many
 from tunesmith.data.validate import Issue, ValidationReport, validate
 from tunesmith.errors import ConfigError, DataError
@@ -48,7 +49,7 @@ class PreparedData:
     report: ValidationReport
 
 
-def read_records(path: Path, format: str | None = None) -> Iterator[Conversation | PreferencePair]:
+def read_records(path: Path, format: str | None = None) -> Iterator[Record]:
     """Canonical records of a file, in order; raises `DataError` (file:line, field) at the first
     bad row. Use `tunesmith.data.validate.validate` to collect every problem instead."""
     fmt = normalize_format(format)
@@ -261,6 +262,78 @@ def prepare_preference(
     _raise_for(report, skip_invalid)
     train_pairs, val_pairs, val_sha = _split(state, report, validation, validation_fraction, seed)
     return PreparedPairs(train_pairs, val_pairs, report.files[0].sha256 or "", val_sha, report)
+
+
+@dataclass
+class PromptExample:
+    """A reinforcement prompt as training sees it: the ids the model continues, the messages
+    (the grader's `item.messages`), the row's other fields (the grader's `item`), the line."""
+
+    input_ids: list[int]
+    messages: list[dict[str, Any]]
+    item: dict[str, Any]
+    source: Any = None
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass
+class PreparedPrompts:
+    """What `prepare_prompts` hands training: prompts, split as SFT's examples are."""
+
+    train: list[PromptExample]
+    validation: list[PromptExample]
+    train_sha256: str
+    validation_sha256: str | None
+    report: ValidationReport
+
+
+def prepare_prompts(
+    train: Path,
+    tokenizer: Any,
+    *,
+    validation: Path | None = None,
+    validation_fraction: float | None = None,
+    max_seq_len: int = DEFAULT_MAX_SEQ_LEN,
+    seed: int = 0,
+    format: str | None = None,
+    skip_invalid: bool = False,
+    dedupe: bool = False,
+    on_event: Reporter | None = None,
+) -> PreparedPrompts:
+    """Validate, tokenize and split the prompts of a reinforcement run (format `prompts`:
+    OpenAI's `{"messages": [...], **item}` rows), with the same report, errors and held-out
+    split as `prepare_sft`. A row that ends with an assistant turn is an error naming its line
+    (the model writes the answer); prompts are never truncated."""
+    from tunesmith.data.formats import message_dicts
+
+    if validation is not None and validation_fraction is not None:
+        raise ConfigError("give either a validation file or a validation fraction, not both")
+    report, state = validate(
+        Path(train),
+        tokenizer,
+        validation=Path(validation) if validation else None,
+        format=format,
+        max_seq_len=max_seq_len,
+        truncate=False,
+        train_on="last",
+        on_event=on_event,
+        keep=True,
+        method="reinforcement",
+        dedupe=dedupe,
+    )
+    _raise_for_method(report, train)
+    _raise_for(report, skip_invalid)
+    for role, kept in state.kept.items():
+        state.kept[role] = [
+            (rec, PromptExample(list(tok.input_ids), message_dicts(rec.messages), dict(rec.item),
+                                rec.source))
+            for rec, tok in kept
+            if isinstance(rec, Prompt)
+        ]  # fmt: skip
+    train_p, val_p, val_sha = _split(state, report, validation, validation_fraction, seed)
+    return PreparedPrompts(train_p, val_p, report.files[0].sha256 or "", val_sha, report)
 
 
 def _mix_in(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunesmith.data.formats import record_to_json
-from tunesmith.data.records import Conversation, PreferencePair, Record, Source
+from tunesmith.data.records import Conversation, PreferencePair, Prompt, Record, Source
 from tunesmith.data.report import Issue, ValidationReport
 from tunesmith.data.tokenize import TokenizedExample
 
@@ -50,8 +50,13 @@ def normalize(text: str) -> str:
 
 
 def texts_of(record: Record) -> tuple[str, str, str | None]:
-    """(prompt text, answer text, system prompt) of a record, for the soft checks."""
-    if isinstance(record, PreferencePair):
+    """(prompt text, answer text, system prompt) of a record, for the soft checks (a prompt's
+    answer is its item: two rows with one prompt and different items are not duplicates)."""
+    if isinstance(record, Prompt):
+        msgs = record.messages
+        prompt = "\n".join(f"{m.role}:{m.content}" for m in msgs if m.role != "system")
+        answer = json.dumps(record.item, sort_keys=True, ensure_ascii=False, default=str)
+    elif isinstance(record, PreferencePair):
         msgs = record.prompt
         answer = record.chosen
         prompt = "\n".join(m.content for m in msgs if m.role != "system")
@@ -89,6 +94,14 @@ class Stats:
 
 def observe(s: Stats, rec: Record, res: TokenizedExample | None) -> None:
     """Add one accepted training example to the running statistics."""
+    if isinstance(rec, Prompt):  # no answer: only sizes (the answer checks do not apply)
+        s.kinds["prompt"] += 1
+        s.messages.append(len(rec.messages))
+        if res is not None:
+            s.total.append(len(res.input_ids))
+            s.trained.append(0)
+            s.prompt.append(len(res.input_ids))
+        return
     s.kinds["preference" if isinstance(rec, PreferencePair) else "sft"] += 1
     msgs = rec.prompt if isinstance(rec, PreferencePair) else rec.messages
     s.messages.append(len(msgs) + (1 if isinstance(rec, PreferencePair) else 0))

@@ -58,4 +58,16 @@ class PreferencePair:
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
 
-Record = Conversation | PreferencePair
+@dataclass(frozen=True)
+class Prompt:
+    """A reinforcement fine-tuning example: the conversation so far, ending with the user's turn
+    (the model writes the answer a grader scores), and the row's other fields (`item`), which
+    the grader's templates read as `{{item.field}}` (OpenAI's reinforcement data shape)."""
+
+    messages: tuple[Message, ...]
+    item: dict = field(default_factory=dict, compare=False, hash=False)
+    source: Source | None = None
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+Record = Conversation | PreferencePair | Prompt

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tunesmith.data.formats import RowError, message_dicts
-from tunesmith.data.records import Conversation, Message, PreferencePair, Source
+from tunesmith.data.records import Conversation, Message, PreferencePair, Prompt, Source
 from tunesmith.errors import ConfigError
 
 IGNORE_INDEX = -100
@@ -610,3 +610,34 @@ def _answer_error(exc: RowError, which: str) -> RowError:
     if exc.field != "messages":
         return exc
     return RowError(exc.code or "invalid", exc.reason, exc.source, which, exc.hint, path=exc.path)
+
+
+# What stands for the answer while a prompt is tokenized (see `tokenize_prompts`).
+_PLACEHOLDER = "x"
+
+
+def tokenize_prompts(
+    prompts: Sequence[Prompt], tokenizer: Any, *, max_seq_len: int | None = None
+) -> list[TokenizedExample | RowError]:
+    """The ids a model is fed before it answers each prompt (chat template with the generation
+    prompt), as a `TokenizedExample` whose labels are all ignored; a row's problem comes back
+    in its slot. Each prompt is tokenized as the prompt part of prompt + a placeholder answer
+    with `train_on="last"`: exactly the ids inference feeds for that history (the rule the
+    SFT and DPO rows follow), with the same special-token and length checks. A prompt is never
+    truncated (its end is the question); one longer than `max_seq_len` is rejected."""
+    convs = [
+        Conversation((*p.messages, Message("assistant", _PLACEHOLDER)), p.source) for p in prompts
+    ]
+    done = tokenize_many(convs, tokenizer, train_on="last", max_seq_len=max_seq_len, truncate=False)
+    out: list[TokenizedExample | RowError] = []
+    for p, res in zip(prompts, done, strict=True):
+        if isinstance(res, RowError):
+            out.append(res)
+            continue
+        ids = res.input_ids[: res.prompt_tokens]
+        out.append(
+            TokenizedExample(
+                ids, [IGNORE_INDEX] * len(ids), p.source, False, len(ids), res.retokenized
+            )
+        )
+    return out

@@ -22,7 +22,7 @@ JSON report (`tunesmith data validate --json`, `ValidationReport.to_dict()`); ke
     warnings            list of issues (at most MAX_STORED_ISSUES)
     error_count, warning_count   totals, including issues not stored
     error_codes         {code: count} over all errors
-    stats               {examples, kind ("sft"|"preference"),
+    stats               {examples, kind ("sft"|"preference"|"prompt"),
                          messages {min, mean, p50, p95, max, sum},
                          tokens {total, prompt, trained: {min, mean, p50, p95, max, sum}} | null,
                          truncated, labels {label: count} | null,
@@ -87,7 +87,7 @@ from tunesmith.data.readers import (
     file_kind,
     iter_rows,
 )
-from tunesmith.data.records import Conversation, PreferencePair, Record
+from tunesmith.data.records import Conversation, PreferencePair, Prompt, Record
 from tunesmith.data.report import FileReport, Issue, ValidationReport
 from tunesmith.data.tokenize import (
     TokenizedExample,
@@ -95,6 +95,7 @@ from tunesmith.data.tokenize import (
     check_train_on,
     tokenize_many,
     tokenize_preferences,
+    tokenize_prompts,
 )
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.events import Reporter
@@ -167,9 +168,15 @@ def _error(report: ValidationReport, exc: RowError) -> None:
 
 
 def _records(
-    rows: Iterator[RawRow], fmt: str | None, frep: FileReport, report: ValidationReport
+    rows: Iterator[RawRow],
+    fmt: str | None,
+    frep: FileReport,
+    report: ValidationReport,
+    chat_as: str = "chat",
 ) -> Iterator[Record]:
-    """Convert raw rows; report rows that fail (counting them) and yield the rest."""
+    """Convert raw rows; report rows that fail (counting them) and yield the rest. `chat_as`:
+    what a row with `messages` is read as (`prompts` for reinforcement: the two are never told
+    apart by their keys)."""
     first_line: int | None = None
     rows = iter(rows)
     while True:
@@ -194,6 +201,8 @@ def _records(
                 detected = detect_format(row.obj)
                 if detected is None:
                     raise unknown_format_error(row.obj, row.source)
+                if detected == "chat":
+                    detected = chat_as
                 if frep.format is None:
                     frep.format, first_line = detected, row.source.line
                 elif detected != frep.format:
@@ -216,7 +225,7 @@ CHUNK_CHARS = 32 << 20  # a chunk of long rows is cut short: its text is held un
 
 
 def _chars(rec: Record) -> int:
-    if isinstance(rec, Conversation):
+    if isinstance(rec, (Conversation, Prompt)):
         return sum(len(m.content) for m in rec.messages)
     return sum(len(m.content) for m in rec.prompt) + len(rec.chosen) + len(rec.rejected)
 
@@ -249,7 +258,12 @@ def _reader_progress(on_event: Reporter | None, path: Path, role: str) -> Progre
 
 
 def _check_file(
-    st: _Pass, path: Path, role: str, fmt: str | None, on_event: Reporter | None
+    st: _Pass,
+    path: Path,
+    role: str,
+    fmt: str | None,
+    on_event: Reporter | None,
+    chat_as: str = "chat",
 ) -> FileReport:
     report = st.report
     check_file(path)
@@ -274,7 +288,7 @@ def _check_file(
         )
     progress = _reader_progress(on_event, path, role)
     rows = iter_rows(path, progress)
-    for chunk in _chunks(_records(rows, fmt, frep, report), CHUNK):
+    for chunk in _chunks(_records(rows, fmt, frep, report, chat_as), CHUNK):
         fresh: list[Record] = []
         for rec in chunk:
             verdict = _dedupe(st, rec, role)
@@ -338,11 +352,13 @@ Tokenized = TokenizedExample | TokenizedPair
 
 def _tokenize(st: _Pass, records: list[Record]) -> list[Tokenized | RowError | None]:
     """Each record tokenized as training will: a conversation by `train_on`, a preference pair
-    as its two answers (`tokenize_preferences`), both in one batch per kind."""
+    as its two answers (`tokenize_preferences`), a prompt as what the model is fed before it
+    answers (`tokenize_prompts`), in one batch per kind."""
     if st.tokenizer is None:
         return [None] * len(records)
     convs = [r for r in records if isinstance(r, Conversation)]
     pairs = [r for r in records if isinstance(r, PreferencePair)]
+    prompts = [r for r in records if isinstance(r, Prompt)]
     done = iter(
         tokenize_many(
             convs,
@@ -355,9 +371,17 @@ def _tokenize(st: _Pass, records: list[Record]) -> list[Tokenized | RowError | N
     done_pairs = iter(
         tokenize_preferences(pairs, st.tokenizer, max_seq_len=st.max_seq_len, truncate=st.truncate)
     )
+    done_prompts = iter(
+        tokenize_prompts(prompts, st.tokenizer, max_seq_len=st.max_seq_len) if prompts else []
+    )
     out: list[Tokenized | RowError | None] = []
     for r in records:
-        out.append(next(done) if isinstance(r, Conversation) else next(done_pairs))
+        if isinstance(r, Conversation):
+            out.append(next(done))
+        elif isinstance(r, Prompt):
+            out.append(next(done_prompts))
+        else:
+            out.append(next(done_pairs))
     return out
 
 
@@ -536,7 +560,8 @@ def validate(
         keep,
         dedupe,
     )
-    frep = _check_file(st, Path(path), "train", fmt, on_event)
+    chat_as = "prompts" if method == "reinforcement" else "chat"
+    frep = _check_file(st, Path(path), "train", fmt, on_event, chat_as)
     unread = report.error_codes.get("unreadable", 0)
     if frep.rows_ok < min_examples and not unread:
         report.add(
@@ -550,7 +575,7 @@ def validate(
         )
     if validation is not None:
         vfmt = fmt
-        vrep = _check_file(st, Path(validation), "validation", vfmt, on_event)
+        vrep = _check_file(st, Path(validation), "validation", vfmt, on_event, chat_as)
         if frep.format and vrep.format and _kind(frep.format) != _kind(vrep.format):
             report.add(
                 Issue(
@@ -607,4 +632,6 @@ def _check_method(report: ValidationReport, frep: FileReport, method: str | None
 
 
 def _kind(fmt: str) -> str:
+    if fmt == "prompts":
+        return "prompt"
     return "preference" if fmt in PREFERENCE_FORMATS else "sft"

@@ -37,10 +37,13 @@ class DivergenceGuard:
     cannot drag it up); the loop keeps it in its checkpointed state so a resumed run compares
     against the same start. `uniform_loss` is ln(vocab) for objectives whose loss is a token
     cross-entropy (None otherwise); the collapse check only applies to a run that started well
-    below it (a randomly initialised model starts there)."""
+    below it (a randomly initialised model starts there). `zero_grad_stops=False` for GRPO,
+    where a zero gradient only means every group's completions scored alike (nothing to learn
+    from this step's samples, not a dead model)."""
 
-    def __init__(self, uniform_loss: float | None):
+    def __init__(self, uniform_loss: float | None, *, zero_grad_stops: bool = True):
         self.uniform = uniform_loss
+        self.zero_grad_stops = zero_grad_stops
         self.high = self.flat = self.zero = 0
 
     def check(self, state: Any, step: int, loss: float, grad_norm: float) -> None:
@@ -68,7 +71,7 @@ class DivergenceGuard:
                 f"{start:.4g} it started at, for {self.high} steps in a row; training stopped",
                 hint=HINT,
             )
-        if self.zero >= ZERO_GRAD_STEPS:
+        if self.zero >= ZERO_GRAD_STEPS and self.zero_grad_stops:
             raise TrainingError(
                 f"the gradient has been exactly zero for {self.zero} steps (step {step}): the "
                 "model no longer learns anything; training stopped",

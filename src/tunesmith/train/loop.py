@@ -145,7 +145,10 @@ def train_loop(ctx: LoopContext) -> str:
     world = ctx.info.world_size
     per_epoch = steps_per_epoch(len(ctx.rows), spec.batch_size * spec.grad_accum * world)
     params = [p for p in ctx.model.parameters() if p.requires_grad]
-    guard = DivergenceGuard(uniform_loss(ctx.model, obj.unit))
+    # GRPO: a step whose every group scored alike has an exactly zero gradient, legitimately
+    guard = DivergenceGuard(
+        uniform_loss(ctx.model, obj.unit), zero_grad_stops=obj.unit != "completions"
+    )
     order_epoch, order = -1, []
     ctx.report(
         Event(
@@ -287,7 +290,11 @@ def _early_stopping(ctx: LoopContext, val_loss: float) -> bool:
 
 @torch.no_grad()
 def evaluate(ctx: LoopContext) -> dict[str, float]:
-    """The objective's validation metrics over all held-out rows (all ranks)."""
+    """The objective's validation metrics over all held-out rows (all ranks). An objective
+    whose validation is not a forward pass (GRPO samples and grades) brings its own."""
+    own = getattr(ctx.objective, "evaluate", None)
+    if own is not None:
+        return own(ctx)
     world, rank, bs = ctx.info.world_size, ctx.info.rank, ctx.spec.batch_size
     mine = ctx.val_rows[rank::world]
     n_batches = math.ceil(math.ceil(len(ctx.val_rows) / world) / bs)

@@ -142,7 +142,7 @@ def failure_reason(exc: BaseException) -> str:
 
 
 def prepare_data(spec: RunSpec, tokenizer: Any) -> Any:
-    from tunesmith.data.prepare import prepare_preference, prepare_sft
+    from tunesmith.data.prepare import prepare_preference, prepare_prompts, prepare_sft
     from tunesmith.train.objectives import PREFERENCE_METHODS
 
     if spec.data.train is None:
@@ -151,6 +151,23 @@ def prepare_data(spec: RunSpec, tokenizer: Any) -> Any:
             where="data.train",
             param="data.train",
             hint="set data.train in the config or pass --data FILE",
+        )
+    if spec.method.type == "reinforcement":  # prompts: never packed or mixed
+        if spec.data.mix:
+            raise ConfigError(
+                "data.mix adds conversations, which reinforcement fine-tuning cannot train on",
+                where="data.mix",
+                param="data.mix",
+            )
+        return prepare_prompts(
+            Path(spec.data.train),
+            tokenizer,
+            validation=spec.data.validation,
+            validation_fraction=spec.data.validation_fraction,
+            max_seq_len=spec.data.max_seq_len,
+            seed=spec.seed,
+            format=spec.data.format,
+            dedupe=spec.data.dedupe,
         )
     if spec.method.type in PREFERENCE_METHODS:  # pairs: never packed or mixed
         if spec.data.mix:
@@ -356,7 +373,7 @@ def prepare(
     from tunesmith.train.attention import use_packed_attention
     from tunesmith.train.host_memory import keep_freed_memory
     from tunesmith.train.loop import LoopContext
-    from tunesmith.train.objectives import PREFERENCE_METHODS, check_method, make_objective
+    from tunesmith.train.objectives import check_method, check_options, make_objective
     from tunesmith.train.objectives import make_rows as objective_rows
 
     def say(text: str, level: events.Level = "info") -> None:
@@ -364,6 +381,7 @@ def prepare(
             report(events.message(text, phase="setup", level=level))
 
     check_method(spec.method.type)
+    check_options(spec)  # a bad grader fails before any data or model is read
     if spec.adapter == "qlora" and spec.distributed.strategy == "fsdp":
         raise ConfigError(
             "FSDP is for full fine-tuning; use ddp with qlora",
@@ -396,6 +414,8 @@ def prepare(
     if not data.train:
         raise DataError("no training examples left after validation", where=str(spec.data.train))
     method = spec.method.type
+    if method == "reinforcement":  # the grader's {{item.x}} against a real row
+        check_options(spec, data.train[0].item)
     rows = objective_rows(method, data.train, spec.data.max_seq_len, packing=spec.data.packing)
     val_rows = objective_rows(
         method, data.validation, spec.data.max_seq_len, packing=spec.data.packing
@@ -464,7 +484,7 @@ def prepare(
             run.clear_cancel()
             say(("resuming run " if resume else "run directory: ") + str(run.path))
             say("resolved config:\n" + dump_spec(spec).rstrip())
-            packed = " (packed)" if spec.data.packing and method not in PREFERENCE_METHODS else ""
+            packed = " (packed)" if spec.data.packing and method == "supervised" else ""
             say(
                 f"data: {len(data.train)} train examples in {len(rows)} rows"
                 f"{packed}, {len(data.validation)} validation; "
@@ -483,7 +503,7 @@ def prepare(
         if device.type == "cpu" and keep_freed_memory():
             say("host memory: freed blocks kept for reuse (no page faults on every new tensor)")
         say(str(count_parameters(model)))
-        objective = make_objective(spec, pad_id=int(tokenizer.pad_token_id))
+        objective = make_objective(spec, pad_id=int(tokenizer.pad_token_id), tokenizer=tokenizer)
         strategy = dist.resolve_strategy(spec.distributed.strategy, info)
         wrapped = dist.wrap(objective.loss_module(model), strategy, info, device)
         if spec.compile:

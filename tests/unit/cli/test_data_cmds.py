@@ -47,12 +47,22 @@ def test_a_preference_file_says_which_methods_can_use_it(tmp_path, capsys, tiny_
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
 
 
-def test_a_method_this_version_cannot_train_says_so(tmp_path, capsys):
+def test_a_chat_file_for_reinforcement_names_each_answer_that_should_not_be_there(tmp_path, capsys):
     data = write(tmp_path / "d.jsonl", [chat(i) for i in range(12)])
     code, out, _ = run(
         ["data", "validate", str(data), "--no-tokens", "--method", "reinforcement"], capsys
     )
-    assert code == 2 and "is not available yet" in out
+    assert code == 2 and "a reinforcement prompt must end with a user message" in out
+    assert f"{data}:1" in out and "messages[1].role" in out
+    prompts = [
+        {"messages": [{"role": "user", "content": f"What is {i} + 1?"}], "answer": i + 1}
+        for i in range(12)
+    ]
+    data = write(tmp_path / "p.jsonl", prompts)
+    code, out, _ = run(
+        ["data", "validate", str(data), "--no-tokens", "--method", "reinforcement"], capsys
+    )
+    assert code == 0, out
     code, out, _ = run(["data", "validate", str(data), "--no-tokens", "--method", "dpo"], capsys)
     assert code == 2 and f"{data}: method 'dpo' trains on preference pairs" in out
 

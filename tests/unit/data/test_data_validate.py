@@ -218,7 +218,7 @@ def test_the_report_says_which_methods_can_use_the_file(write_jsonl, tiny_tokeni
     chat, _ = validate(write_jsonl(chat_rows(12), "chat.jsonl"), tiny_tokenizer)
     assert chat.methods["supervised"] == "usable"
     assert chat.methods["dpo"].startswith("needs preference pairs")
-    assert chat.methods["reinforcement"] == status("reinforcement")
+    assert chat.methods["reinforcement"].startswith("needs prompts")
     prefs, _ = validate(write_jsonl(_pairs(), "prefs.jsonl"), tiny_tokenizer)
     assert prefs.ok  # no method asked for: well-formed data, and the report says for what
     assert prefs.methods["supervised"].startswith("needs conversations")
@@ -232,7 +232,7 @@ def test_the_report_says_which_methods_can_use_the_file(write_jsonl, tiny_tokeni
         ("supervised", "pairs", "method 'supervised' trains on conversations"),
         ("sft", "pairs", "method 'supervised' trains on conversations"),
         ("dpo", "chat", "method 'dpo' trains on preference pairs"),
-        ("reinforcement", "chat", "not available yet"),  # fits the data, not this version
+        ("reinforcement", "pairs", "method 'reinforcement' trains on prompts"),
     ],
 )
 def test_a_method_that_cannot_train_on_the_file_is_an_error(

@@ -1,7 +1,7 @@
 """Training objectives behind one small protocol (base.py); the loop never knows which runs.
 
 `supervised` (sft.py), `dpo` (dpo.py) and `orpo` (orpo.py; both on preference pairs,
-preference.py) are here; `reinforcement` plugs in beside them.
+preference.py) and `reinforcement` (grpo.py: GRPO against a grader, sampling with rollout.py).
 """
 
 from __future__ import annotations
@@ -27,8 +27,17 @@ def check_method(method_type: str) -> None:
         )
 
 
-def make_objective(spec: Any, *, pad_id: int) -> Objective:
-    """The objective for `spec.method.type`."""
+def check_options(spec: Any, item: Any = None) -> None:
+    """Method options that can be checked before anything loads: GRPO's grader (with `item`,
+    a training row's fields, its `{{item.x}}` references too)."""
+    if spec.method.type == "reinforcement":
+        from tunesmith.train.objectives.grpo import check_grader
+
+        check_grader(spec.method.reinforcement, item)
+
+
+def make_objective(spec: Any, *, pad_id: int, tokenizer: Any = None) -> Objective:
+    """The objective for `spec.method.type` (`tokenizer`: GRPO decodes what it samples)."""
     kind = spec.method.type
     check_method(kind)
     if kind == "supervised":
@@ -43,6 +52,16 @@ def make_objective(spec: Any, *, pad_id: int) -> Objective:
         from tunesmith.train.objectives.orpo import ORPOObjective
 
         return ORPOObjective(pad_id, spec.method.orpo)
+    if kind == "reinforcement":
+        from tunesmith.train.objectives.grpo import GRPOObjective
+
+        return GRPOObjective(
+            pad_id,
+            spec.method.reinforcement,
+            tokenizer,
+            max_seq_len=spec.data.max_seq_len,
+            seed=spec.seed,
+        )
     raise ConfigError(f"unknown method '{kind}'", where="method.type", param="method.type")
 
 
@@ -50,7 +69,11 @@ def make_rows(
     method_type: str, examples: Sequence[Any], max_seq_len: int, *, packing: bool
 ) -> list[Any]:
     """The loop's rows for a method: packed (or single) sequences for SFT, one row per pair
-    for the preference methods (pairs are never packed)."""
+    for the preference methods, one per prompt for reinforcement (neither is packed)."""
+    if method_type == "reinforcement":
+        from tunesmith.train.objectives.grpo import prompt_rows
+
+        return prompt_rows(examples)
     if method_type in PREFERENCE_METHODS:
         from tunesmith.train.objectives.preference import pair_rows
 
@@ -66,6 +89,7 @@ __all__ = [
     "Objective",
     "causal_lm_parts",
     "check_method",
+    "check_options",
     "make_objective",
     "make_rows",
 ]
