@@ -338,3 +338,25 @@ def test_reinforcement_jobs_check_their_grader_first(client, tmp_path: Path) -> 
     job = _create(client, training_file=f["id"]).json()  # supervised: prompts have no answers
     assert job["status"] == "failed" and job["error"]["code"] == "invalid_training_file"
     assert "line 1:" in job["error"]["message"]
+
+
+def test_python_graders_in_jobs_follow_the_operators_setting(
+    tmp_path: Path, tiny_model_dir
+) -> None:
+    from tunesmith.config import METHODS_NOT_YET
+    from tunesmith.server import create_app
+
+    if "reinforcement" in METHODS_NOT_YET:
+        pytest.skip(f"reinforcement jobs wait for GRPO: {METHODS_NOT_YET['reinforcement']}")
+    settings = make_settings(tmp_path / "home", tiny_model_dir, allow_python_graders=True)
+    code = {"type": "python", "name": "p", "source": "def grade(sample, item):\n    return 1.0\n"}
+    rows = b"".join(
+        json.dumps({"messages": [{"role": "user", "content": f"q{i}"}], "answer": i}).encode()
+        + b"\n"
+        for i in range(12)
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        f = _upload(c, rows, name="prompts.jsonl").json()
+        method = {"type": "reinforcement", "reinforcement": {"grader": code}}
+        r = _create(c, training_file=f["id"], method=method)
+        assert r.status_code == 200 and r.json()["status"] == "queued", r.text
