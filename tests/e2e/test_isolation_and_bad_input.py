@@ -318,6 +318,8 @@ def test_reinforcement_jobs_check_their_grader_first(client, tmp_path: Path) -> 
     assert block["hyperparameters"]["compute_multiplier"] == 2
     assert block["hyperparameters"]["reasoning_effort"] == "low"
     assert block["hyperparameters"]["eval_interval"] == "auto"
+    events = client.get(f"/v1/fine_tuning/jobs/{job['id']}/events", headers=A).json()["data"]
+    assert any("reasoning_effort 'low' changes nothing" in e["message"] for e in events)
     # a chat file holds the answers the model should write: not prompts, line by line
     assert job["status"] == "failed" and job["error"]["code"] == "invalid_training_file"
     assert "line 1:" in job["error"]["message"] and "'reinforcement'" in job["error"]["message"]

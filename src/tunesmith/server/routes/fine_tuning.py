@@ -137,9 +137,14 @@ def create(request: Request, body: JobCreate, project: str = Depends(project_of)
         method=method,
         hyperparameters=hyper,
     )
-    repo.add_events(
-        store, job.id, [{"level": "info", "message": "Validating training file", "type": "message"}]
-    )
+    notes = [{"level": "info", "message": "Validating training file", "type": "message"}]
+    if hyper.get("reasoning_effort", "default") != "default":
+        text = (
+            f"reasoning_effort {hyper['reasoning_effort']!r} changes nothing here: "
+            "the models this server trains have no reasoning mode"
+        )
+        notes.insert(0, {"level": "warn", "message": text, "type": "message"})
+    repo.add_events(store, job.id, notes)
     for record, param in ((train, "training_file"), (val, "validation_file")):
         error = file_problem(record, param, method["type"]) if record is not None else None
         if error is not None:
