@@ -379,6 +379,15 @@ def compare_run(
         )
     elif data is not None and not _is_own_heldout(run, config, Path(data)):
         output_dir = output_dir or run.new_eval_dir(data)
+    started_on = (manifest.get("base_adapter") or {}).get("path")
+    if started_on and Path(started_on).is_dir():  # trained on top of an adapter: its model
+        base = started_on
+    if manifest.get("method") == "reinforcement" or (
+        (config.get("method") or {}).get("type") == "reinforcement"
+    ):
+        return _compare_reinforcement(
+            run, config, tuned, base, data, output_dir, on_event, trust_run_config, options
+        )
     examples = Path(data) if data is not None else run_heldout(run, config)
     for key, cfg_key in (
         ("metrics", "metrics"),
@@ -396,9 +405,6 @@ def compare_run(
         options["schema"] = load_schema(options["schema"])
     if _looks_like_file(options.get("long_prompt")):
         options["long_prompt"] = Path(options["long_prompt"]).read_text(encoding="utf-8")
-    started_on = (manifest.get("base_adapter") or {}).get("path")
-    if started_on and Path(started_on).is_dir():  # trained on top of an adapter: its model
-        base = started_on
     if manifest.get("method") not in PREFERENCE_METHODS:
         return compare_models(
             tuned,
@@ -429,6 +435,57 @@ def compare_run(
     if main is not None and main not in result.metrics:
         raise ConfigError(f"main metric {main!r} is not among the metrics {list(result.metrics)}")
     result.main_metric = main or "preference_accuracy"
+    write_reports(result, Path(output_dir or run.eval_dir))
+    return result
+
+
+def _compare_reinforcement(
+    run: RunDir,
+    config: dict[str, Any],
+    tuned: Any,
+    base: Any,
+    data: str | Path | None,
+    output_dir: str | Path | None,
+    on_event: Reporter | None,
+    trust_run_config: bool,
+    options: dict[str, Any],
+) -> ComparisonResult:
+    """An RL run: the mean reward of its own grader on held-out prompts, base vs tuned, with
+    the run's sampling settings (eval/reinforcement.py)."""
+    from tunesmith.eval.reinforcement import (
+        DEFAULT_LIMIT,
+        heldout_prompts,
+        reward_comparison,
+        run_grader_object,
+    )
+    from tunesmith.eval.report import write_reports
+
+    grader = run_grader_object(config, run.config, trust_run_config=trust_run_config)
+    rl = (config.get("method") or {}).get("reinforcement") or {}
+    prompts = heldout_prompts(config, data, base_dir=run.path)
+    limit = options.get("limit")
+    prompts = prompts[: limit if limit is not None else DEFAULT_LIMIT]
+    eval_cfg = config.get("eval") if isinstance(config.get("eval"), dict) else {}
+    reference = options.get("reference", (eval_cfg or {}).get("reference"))
+    result = reward_comparison(
+        tuned,
+        base,
+        prompts,
+        grader,
+        allow_python=trust_run_config,
+        samples=int(rl.get("eval_samples") or 1),
+        temperature=float(rl.get("temperature") or 1.0),
+        max_new_tokens=int(options.get("max_new_tokens") or rl.get("max_new_tokens") or 256),
+        seed=int(options.get("seed", 0)),
+        batch_size=int(options.get("batch_size", 16)),
+        reference=reference,
+        forgetting_threshold=options.get("forgetting_threshold"),
+        on_event=on_event,
+        data_label=str(Path(data).expanduser().resolve())
+        if data is not None
+        else "held-out prompts",
+        run_dir=run.path,
+    )
     write_reports(result, Path(output_dir or run.eval_dir))
     return result
 

@@ -14,7 +14,13 @@ judge first answers), so evaluation, training (RL rewards) and the server can al
 from tunesmith.graders.base import NOT_JSON, Grader, Item, Sample, Score, parse_json
 from tunesmith.graders.failures import ERROR_KINDS, GraderConfigError, GraderError
 from tunesmith.graders.judge import JudgeSettings, JudgeSource, LocalJudges
-from tunesmith.graders.objects import ObjectGrader, build_grader_object, validate_grader
+from tunesmith.graders.objects import (
+    ObjectGrader,
+    build_grader_object,
+    sub_grader_names,
+    uses_python,
+    validate_grader,
+)
 from tunesmith.graders.registry import (
     BUILTIN,
     build_grader,
@@ -49,5 +55,7 @@ __all__ = [
     "is_code_grader",
     "parse_json",
     "run_grader",
+    "sub_grader_names",
+    "uses_python",
     "validate_grader",
 ]

@@ -51,6 +51,26 @@ class ObjectGrader(Grader):
         return self.node(r), r
 
 
+def sub_grader_names(grader: Any) -> list[str]:
+    """The names of a multi grader's sub-graders, in order (none for other graders): what a
+    trainer or a report shows one sub-reward each for."""
+    if not isinstance(grader, Mapping) or grader.get("type") != "multi":
+        return []
+    subs = grader.get("graders")
+    if isinstance(subs, Mapping) and isinstance(subs.get("type"), str):  # the SDK's one grader
+        return [str(subs.get("name") or "grader")]
+    return [str(k) for k in subs] if isinstance(subs, Mapping) else []
+
+
+def uses_python(grader: Any) -> bool:
+    """Whether a grader object is, or contains, a python grader (user code)."""
+    if isinstance(grader, Mapping):
+        return grader.get("type") == "python" or any(uses_python(v) for v in grader.values())
+    if isinstance(grader, list):
+        return any(uses_python(v) for v in grader)
+    return False
+
+
 def _multi(obj: Mapping[str, Any], path: str, b: Build) -> Compiled | None:
     b.check.keys(obj, path, ("type", "name", "graders", "calculate_output"))
     graders = obj.get("graders")

@@ -76,22 +76,6 @@ ROLLOUT_KEYS = (
 # ---------------------------------------------------------------------------------------------
 
 
-def sub_grader_names(grader: Mapping[str, Any]) -> list[str]:
-    """The sub-graders of a multi grader (each gets its own reward metric), in order."""
-    if grader.get("type") != "multi":
-        return []
-    subs = grader.get("graders")
-    if isinstance(subs, Mapping) and isinstance(subs.get("type"), str):
-        return [str(subs.get("name") or "grader")]
-    return [str(k) for k in subs] if isinstance(subs, Mapping) else []
-
-
-def _uses_python(grader: Any) -> bool:
-    if isinstance(grader, Mapping):
-        return grader.get("type") == "python" or any(_uses_python(v) for v in grader.values())
-    return False
-
-
 def check_grader(options: Any, item: Mapping[str, Any] | None = None) -> None:
     """A ConfigError naming the field (`method.reinforcement.grader.<path>`) for a grader that
     cannot be used, before anything is loaded; with `item` (a training row's fields) the
@@ -131,12 +115,12 @@ class Rewards:
     """Scores completions with the run's grader: (rewards, per-sub-grader rewards, errors)."""
 
     def __init__(self, options: Any):
-        from tunesmith.graders import build_grader_object
+        from tunesmith.graders import build_grader_object, sub_grader_names, uses_python
 
         self.grader = build_grader_object(options.grader, allow_python=options.allow_python)
         self.subs = sub_grader_names(options.grader)
         # a python grader is one process per call: overlap them (they wait on a child process)
-        self.workers = 4 if _uses_python(options.grader) else 1
+        self.workers = 4 if uses_python(options.grader) else 1
 
     def _one(self, text: str, messages: Sequence[Mapping[str, Any]], item: Mapping[str, Any]):
         from tunesmith.graders import GraderError, Item, Sample

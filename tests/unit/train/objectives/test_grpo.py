@@ -130,6 +130,15 @@ def test_grpo_raises_the_mean_reward_on_a_toy_sum_task(warm_model, tmp_path):
     assert any(e.kind == "metrics" and "reward" in e.data for e in seen)
     lines = (result.run_dir / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["reward"] == rewards[-1]
+    # compare for RL runs: the run's grader on its held-out prompts, base vs tuned
+    comparison = api.compare(result.run_dir)
+    main = comparison.main
+    assert comparison.main_metric == "sum" and main.n == 6 and main.base is not None
+    assert main.details["grader_errors"] == {"tuned": 0, "base": 0}
+    assert [e.tuned_scores["sum"] for e in comparison.examples] == [
+        float(e.tuned_output == '{"answer": 2}') for e in comparison.examples
+    ]
+    assert (result.run_dir / "eval" / "results.json").is_file()
 
 
 def test_with_the_advantage_sign_flipped_the_reward_does_not_rise(
@@ -338,3 +347,24 @@ def test_a_prompt_file_with_answers_fails_naming_the_line_and_field(tmp_path, ti
         (25, "messages[1].role"),
         (26, "messages"),
     ]
+
+
+def test_compare_runs_a_python_grader_from_a_run_config_only_when_trusted(tmp_path, tiny_model_dir):
+    import yaml
+
+    run = tmp_path / "someone-elses-run"
+    run.mkdir()
+    code = {"type": "python", "name": "p", "source": "def grade(sample, item):\n    return 1.0\n"}
+    config = {
+        "model": str(tiny_model_dir),
+        "method": {
+            "type": "reinforcement",
+            "reinforcement": {"grader": code, "allow_python": True},
+        },
+        "data": {"validation": str(write_prompts(tmp_path / "val.jsonl", n=3))},
+    }
+    (run / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    (run / "manifest.json").write_text(json.dumps({"method": "reinforcement"}), encoding="utf-8")
+    with pytest.raises(ConfigError, match="python grader") as info:
+        api.compare(run)
+    assert "--trust-run-config" in (info.value.hint or "")
