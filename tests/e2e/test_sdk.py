@@ -264,14 +264,18 @@ def test_a_reinforcement_job_through_the_sdk(live: Live, worker_thread, tmp_path
         print(reason)
         pytest.skip(reason)
     client = live.client()
-    rows = []
-    for line in write_chat(tmp_path / "chat.jsonl", 16).read_text().splitlines():
-        msgs = json.loads(line)["messages"]
-        label = json.loads(msgs[-1]["content"])["category"]
-        rows.append({"messages": msgs[:-1], "label": label})  # a prompt; `label` is the item
-    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    train = _upload(client, tmp_path / "prompts.jsonl")
-    assert train.status == "processed", train.status_details
+
+    def prompts(name: str, n: int, seed: int):
+        rows = []
+        for line in write_chat(tmp_path / f"{name}.chat.jsonl", n, seed).read_text().splitlines():
+            msgs = json.loads(line)["messages"]
+            label = json.loads(msgs[-1]["content"])["category"]
+            rows.append({"messages": msgs[:-1], "label": label})  # a prompt; `label`: the item
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return _upload(client, tmp_path / f"{name}.jsonl")
+
+    train, val = prompts("prompts", 16, 0), prompts("val", 10, 1)
+    assert train.status == val.status == "processed", train.status_details
     grader = {
         "type": "string_check",
         "name": "label",
@@ -282,6 +286,7 @@ def test_a_reinforcement_job_through_the_sdk(live: Live, worker_thread, tmp_path
     job = client.fine_tuning.jobs.create(
         model="tiny",
         training_file=train.id,
+        validation_file=val.id,
         method={
             "type": "reinforcement",
             "reinforcement": {
@@ -298,5 +303,16 @@ def test_a_reinforcement_job_through_the_sdk(live: Live, worker_thread, tmp_path
     assert hyper.compute_multiplier == 0.5 and hyper.n_epochs == 1  # K = 2 completions
     assert isinstance(hyper.batch_size, int) and hyper.eval_samples == 1
     assert done.method.reinforcement.grader.type == "string_check"
+    assert isinstance(hyper.eval_interval, int)  # validated every eval_interval steps
     metrics = _metrics(client, job.id)
-    assert metrics and any(k.startswith("train_reward") for k in metrics[-1])
+    assert metrics and "train_reward" in metrics[-1]
+    assert any("valid_reward" in m for m in metrics)
+    csv = client.files.content(done.result_files[0]).text.splitlines()
+    assert "train_reward" in csv[0].split(",") and len(csv) == 1 + len(metrics)
+    # the verdict: the job's own grader on the held-out prompts, base vs tuned
+    verdict = httpx.get(
+        f"{live.url}/v1/fine_tuning/jobs/{job.id}/evaluation",
+        headers={"Authorization": "Bearer key-a"},
+    )
+    assert verdict.status_code == 200, verdict.text
+    assert verdict.json()["fine_tuning_job_id"] == job.id and "metrics" in verdict.json()
