@@ -62,15 +62,27 @@ def group_size(compute_multiplier: Any) -> int:
     return max(2, min(64, round(DEFAULT_GROUP_SIZE * float(compute_multiplier))))
 
 
+def judges_of(settings: ServerSettings) -> dict[str, str] | None:
+    """The judge models a reinforcement run may load (the operator's base models, by public
+    name), once the run spec can carry them (a `judges` option of the reinforcement method);
+    None before. The jobs route asks the same question before accepting a model grader."""
+    from tunesmith.config import ReinforcementOptions
+
+    return dict(settings.models) if "judges" in ReinforcementOptions.model_fields else None
+
+
 def _given(hyper: dict[str, Any], name: str) -> bool:
     return hyper.get(name, "auto") not in ("auto", None)
 
 
-def method_spec(job: JobRecord, allow_python: bool = False) -> dict[str, Any]:
+def method_spec(
+    job: JobRecord, allow_python: bool = False, judges: dict[str, str] | None = None
+) -> dict[str, Any]:
     """The run spec's `method` for a job's OpenAI-shaped method: dpo's `beta` is
     dpo.beta; reinforcement's grader is reinforcement.grader, `compute_multiplier` the group
     size (group_size), `eval_samples` reinforcement.eval_samples, and the operator's
-    allow_python_graders (never the job's) reinforcement.allow_python. `reasoning_effort` has
+    allow_python_graders and base models (never the job's) reinforcement.allow_python and
+    reinforcement.judges. `reasoning_effort` has
     nothing to set: our models have no reasoning mode (it is accepted and shown, as OpenAI
     shows it, and changes nothing)."""
     stored = job.method or {}
@@ -91,6 +103,8 @@ def method_spec(job: JobRecord, allow_python: bool = False) -> dict[str, Any]:
             options["eval_samples"] = int(hyper["eval_samples"])
         if allow_python:  # the server checked the grader under the same setting
             options["allow_python"] = True
+        if judges:  # score_model / label_model judges: the operator's models, by public name
+            options["judges"] = dict(judges)
         return {"type": "reinforcement", "reinforcement": options}
     return {"type": kind}
 
@@ -106,7 +120,7 @@ def job_spec(job: JobRecord, settings: ServerSettings, files: dict[str, str]) ->
         data["validation"] = files["validation_file"]
     spec["output_dir"] = str(run_dir_of(job, settings).path)
     spec["seed"] = int(job.seed)
-    spec["method"] = method_spec(job, settings.allow_python_graders)
+    spec["method"] = method_spec(job, settings.allow_python_graders, judges_of(settings))
     if _given(hyper, "n_epochs"):
         spec["epochs"] = int(hyper["n_epochs"])
     if _given(hyper, "batch_size"):
@@ -241,6 +255,23 @@ def results_csv(run: RunDir, method: str = "supervised") -> str:
             ]
         )
     return buf.getvalue()
+
+
+def user_error(log: Path) -> str | None:
+    """The one-line error the CLI printed for a user error (exit code 2: a bad spec or data,
+    refused before the run wrote its manifest), from the end of the child's output: what the
+    job's `error.message` says instead of just the exit code. Never a traceback."""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 65536))
+            tail = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    lines = tail.splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("error: "):
+            return "\n".join(lines[i:])[len("error: ") :].strip()[:2000] or None
+    return None
 
 
 class Worker:
@@ -505,7 +536,11 @@ class Worker:
             else:  # this worker is shutting down: give the job back to the queue
                 queue.release(self.store, job.id, self.id, to="queued")
         else:
-            reason = run.manifest().get("error") or f"the training process exited with code {code}"
+            reason = (
+                run.manifest().get("error")
+                or (user_error(run.path.parent / "worker.log") if code == 2 else None)
+                or f"the training process exited with code {code}"
+            )
             error = {"code": "training_failed", "message": str(reason)[:2000], "param": None}
             queue.finish(self.store, job.id, self.id, "failed", error=error)
             self._say(job, f"Job failed: {reason}", "error")

@@ -302,6 +302,19 @@ def test_reinforcement_jobs_check_their_grader_first(client, tmp_path: Path) -> 
     e = _error(rl(code), 400)  # user code: refused unless the operator enabled it
     assert e["param"] == "method.reinforcement.grader.type"
     assert "TUNESMITH_ALLOW_PYTHON_GRADERS" in e["message"]
+    judge = {
+        "type": "score_model",
+        "name": "judge",
+        "model": "tiny",
+        "input": [{"role": "user", "content": "Score {{sample.output_text}} from 0 to 1"}],
+        "range": [0, 1],
+    }
+    from tunesmith.config import ReinforcementOptions
+
+    if "judges" not in ReinforcementOptions.model_fields:  # training cannot load judges yet
+        e = _error(rl(judge), 400)
+        assert e["param"] == "method.reinforcement.grader.model"
+        assert "cannot load judge models yet" in e["message"]
     e = _error(rl(GRADER, reasoning_effort="extreme"), 400)
     assert e["param"] == "method.reinforcement.hyperparameters.reasoning_effort"
 

@@ -233,3 +233,16 @@ def test_an_objectives_statistics_keep_openai_style_names(tmp_path: Path) -> Non
         "2,0.6,,0.7,,0.2,0.5,0.75",
     ]
     assert results_csv(run).splitlines()[0].count(",") == 4  # supervised: OpenAI's columns
+
+
+def test_a_refused_spec_fails_the_job_with_the_cli_s_message(tmp_path: Path) -> None:
+    from tunesmith.worker import user_error
+
+    log = tmp_path / "worker.log"
+    assert user_error(log) is None  # no output at all
+    log.write_text("loading...\nerror: old attempt\nmore output\n" + "x" * 70000 + "\n")
+    assert user_error(log) is None  # only the tail is read; no error line there
+    log.write_text("loading...\nerror: method.reinforcement.grader.model: no judges\n")
+    assert user_error(log) == "method.reinforcement.grader.model: no judges"
+    log.write_text("Traceback (most recent call last):\n  File x\nValueError: boom\n")
+    assert user_error(log) is None  # never a traceback

@@ -68,6 +68,16 @@ def _check_file(request: Request, project: str, file_id: str | None, param: str)
     return record
 
 
+def training_judges(settings: Any) -> dict[str, str]:
+    """The judge models a reinforcement job's grader may name: the server's base models once
+    the run spec can carry them to training (a `judges` option of the reinforcement method,
+    which the worker fills from the operator's models: worker.judges_of), none before — so a
+    score_model grader is refused at create rather than failing its job as training starts."""
+    from tunesmith.config import ReinforcementOptions
+
+    return dict(settings.models) if "judges" in ReinforcementOptions.model_fields else {}
+
+
 def _method(request: Request, body: JobCreate) -> dict[str, Any]:
     """The job's `method` as stored: its type and its block's settings besides the
     hyperparameters (a reinforcement job's grader, checked here as graders/validate checks
@@ -98,7 +108,10 @@ def _method(request: Request, body: JobCreate) -> dict[str, Any]:
                 code="invalid_method",
                 param="method.reinforcement.grader",
             )
-        check_grader(request.app.state.settings, block.grader, "method.reinforcement.grader")
+        settings = request.app.state.settings
+        check_grader(
+            settings, block.grader, "method.reinforcement.grader", judges=training_judges(settings)
+        )
         method["reinforcement"] = {"grader": block.grader}
     if kind in METHODS_NOT_YET:
         raise ApiError(

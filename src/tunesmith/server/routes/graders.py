@@ -38,13 +38,24 @@ def grader_options(settings: ServerSettings) -> dict[str, Any]:
     return {"allow_python": settings.allow_python_graders, "judges": dict(settings.models)}
 
 
-def check_grader(settings: ServerSettings, grader: dict[str, Any], where: str = "grader") -> None:
+def check_grader(
+    settings: ServerSettings,
+    grader: dict[str, Any],
+    where: str = "grader",
+    *,
+    judges: dict[str, str] | None = None,
+) -> None:
     """A 400 `invalid_grader` naming the first bad field (`param` is `where` + its path, e.g.
     `method.reinforcement.grader.operation`) unless the grader is usable here. The graders
-    endpoints and reinforcement jobs both check with this, so they refuse the same things."""
+    endpoints and reinforcement jobs both check with this, so they refuse the same things;
+    `judges` narrows the judge models a score_model / label_model grader may name (default:
+    every base model the server offers)."""
     from tunesmith import api
 
-    problems = api.validate_grader(grader, **grader_options(settings))
+    options = grader_options(settings)
+    if judges is not None:
+        options["judges"] = judges
+    problems = api.validate_grader(grader, **options)
     if problems:
         field = problems[0].split(":", 1)[0].strip().removeprefix("grader").lstrip(".")
         shown = [
@@ -55,6 +66,11 @@ def check_grader(settings: ServerSettings, grader: dict[str, Any], where: str = 
             message += (
                 " — python graders run user code, so this server refuses them unless its "
                 "operator sets TUNESMITH_ALLOW_PYTHON_GRADERS=1"
+            )
+        if judges == {} and any(p.split(":", 1)[0].endswith(".model") for p in problems):
+            message += (
+                " — reinforcement training here cannot load judge models yet: use a "
+                "string_check, text_similarity, python or multi grader"
             )
         raise ApiError(
             400,
