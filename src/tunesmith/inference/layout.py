@@ -23,7 +23,8 @@ def transpose_linear_storage(model: Any) -> int:
     done: set[int] = set()
     for module in model.modules():
         weight = getattr(module, "weight", None)
-        if not isinstance(module, nn.Linear) or weight is None or id(weight) in done:
+        # exactly nn.Linear: a subclass (packed.py's int8 layers) keeps its own storage
+        if type(module) is not nn.Linear or weight is None or id(weight) in done:
             continue
         if weight.device.type != "cpu" or weight.dim() != 2 or weight.stride(0) == 1:
             continue

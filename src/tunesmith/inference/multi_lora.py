@@ -65,6 +65,15 @@ def covered(model: Any) -> bool:
     return True
 
 
+def _compute_dtype(layer: Any, adapter: str) -> Any:
+    """The dtype the layer computes in: its base weight's, or for a base without a float
+    weight (int8 serving layers, packed.py) its adapter's own."""
+    weight = getattr(layer.get_base_layer(), "weight", None)
+    if weight is not None and weight.dtype.is_floating_point:
+        return weight.dtype
+    return layer.lora_A[adapter].weight.dtype
+
+
 class MultiLora:
     """The fused mixed-adapter path of one peft model (see the module docstring)."""
 
@@ -150,7 +159,7 @@ class MultiLora:
             if not here:
                 continue
             group = tuple((a, int(layer.lora_A[a].weight.shape[0])) for a in here)
-            dtype = layer.get_base_layer().weight.dtype
+            dtype = _compute_dtype(layer, here[0])
             if len(here) == 1:
                 a = here[0]
                 entry = (

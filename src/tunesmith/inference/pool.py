@@ -30,6 +30,7 @@ from tunesmith.inference.batch import BASE
 from tunesmith.inference.completion import Completion, TextStream
 from tunesmith.inference.engine import GenerationSettings
 from tunesmith.inference.layout import transpose_linear_storage
+from tunesmith.inference.packed import Precision, choose, pack_linears
 from tunesmith.inference.sampling import Sampler
 from tunesmith.inference.scheduler import Request, Scheduler, results
 from tunesmith.models.load import LoadedModel, load_model, load_tokenizer, stop_token_ids
@@ -124,6 +125,7 @@ class ModelPool:
         max_batch: int = 16,
         wait_ms: float = 5.0,
         fused_lora: bool = True,
+        precision: Precision = "float32",
         **load_kwargs: Any,
     ):
         self.capacity = max(1, capacity)
@@ -132,6 +134,7 @@ class ModelPool:
         self.max_batch = max_batch
         self.wait_s = wait_ms / 1000.0
         self.fused_lora = fused_lora  # False: peft's own mixed-adapter inference (adapter_names)
+        self.precision = precision  # int8 base weights on a CPU (packed.py), or float32
         self._models: OrderedDict[str, _Model] = OrderedDict()
         self._targets: dict[str, Served] = {}
         self._lock = threading.Lock()
@@ -246,6 +249,8 @@ class ModelPool:
                 warnings.simplefilter("ignore")
                 loaded.model = loaded.model.merge_and_unload()
             loaded.model.eval()
+        if choose(self.precision, loaded.device):  # int8 weights: decoding reads 1/4 the bytes
+            pack_linears(loaded.model)
         transpose_linear_storage(loaded.model)  # CPU only: faster batched decoding (layout.py)
         lock = threading.Lock()
         adapters = AdapterSet(

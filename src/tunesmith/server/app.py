@@ -49,6 +49,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         pinned=set(settings.pinned_models),
         max_adapters=settings.max_loaded_adapters,
         max_batch=settings.max_batch,
+        precision=settings.serve_precision,
     )
     app.state.started = time.time()
     errors.install(app)
