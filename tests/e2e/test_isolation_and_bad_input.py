@@ -270,6 +270,13 @@ def test_each_method_takes_only_the_files_it_learns_from(client, tmp_path: Path)
     assert job["status"] == "failed" and job["error"]["param"] == "validation_file"
     assert job["error"]["code"] == "invalid_validation_file"
 
+    # a file gone from disk is said to be gone, without our paths
+    home = Path(client.app.state.settings.files_dir)
+    (home / f"{chat['id']}.jsonl").unlink()
+    job = _create(client, training_file=chat["id"], method={"type": "dpo"}).json()
+    assert job["status"] == "failed" and "no longer exists" in job["error"]["message"]
+    assert str(home) not in job["error"]["message"]
+
     job = _create(client, training_file=pairs["id"], method={"type": "dpo"}).json()
     assert job["status"] == "queued" and job["method"]["dpo"]["hyperparameters"]["beta"] == "auto"
     assert job["hyperparameters"] == {

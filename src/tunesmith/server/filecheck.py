@@ -81,6 +81,12 @@ def file_problem(record: Any, param: str, method: str) -> dict[str, Any] | None:
         and mismatch((report.get("stats") or {}).get("kind"), method) is None
     ):
         return None
+    if not Path(record.path).is_file():  # (our path is never part of a message)
+        return {
+            "code": f"invalid_{param}",
+            "message": f"{param} {record.id} ({record.filename}) no longer exists",
+            "param": param,
+        }
     status, details, again = validate_file(Path(record.path), method)
     if status == "processed":
         return None
