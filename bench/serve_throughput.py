@@ -17,9 +17,14 @@ Per request: time to first token (request sent -> first content chunk) and compl
 (usage). Aggregate tokens/s = all completion tokens / (last end - first start). Single-stream
 decode tokens/s = (tokens - 1) / (end - first token), over the sequential requests. Greedy
 answers must not depend on the batch: the concurrent answers are compared with the sequential.
-llama.cpp (optional, `pip install 'tunesmith[llamacpp]'`, a 15-minute source build): adapter 0
-merged and exported as q8_0 GGUF (`tunesmith.api.export_model`), the same 8 prompts one at a
-time through llama-cpp-python's streaming chat completion; skipped with a note when missing.
+Both serving precisions run, one server each: float32 (exact) and int8 (inference/packed.py,
+what `serve_precision: auto` picks on a CPU whose int8 kernel is faster); int8's answers are
+compared with float32's, and its next-token agreement and perplexity (teacher-forced, held-out
+and sample conversations, base model) are measured in-process.
+llama.cpp (optional, `pip install 'tunesmith[llamacpp]'`, a 15-minute source build): each
+adapter merged and exported as q8_0 GGUF (`tunesmith.api.export_model`), the same 8 prompts one
+at a time (request k to adapter k % 4, as ours) through llama-cpp-python's streaming chat
+completion, its answers compared with our float32 ones; skipped with a note when missing.
 The 2-core box is shared: the load average before and after is recorded with the results, and
 the server runs with OMP_WAIT_POLICY=PASSIVE unless the environment says otherwise (see
 `server_env`).
@@ -40,6 +45,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -47,6 +53,7 @@ HELDOUT = ROOT / "examples" / "chat-heldout.jsonl"
 LORA = {"r": 16, "alpha": 32}
 ADAPTERS = 4
 REQUESTS = 8
+PRECISIONS = ("float32", "int8")  # the server's serve_precision, both measured in one run
 LLAMACPP_ISSUE_TOKS = 55.9  # issue 13: llama.cpp single stream on this box, q8_0, demo model
 
 
@@ -86,6 +93,16 @@ def prompts(n: int) -> list[list[dict[str, str]]]:
     return [convs[i % len(convs)] for i in range(n)]
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -100,7 +117,9 @@ def serve(args: argparse.Namespace) -> None:
     from tunesmith.service import ServerSettings
 
     models = {"base": args.model, **json.loads(args.models)}
-    settings = ServerSettings(home=Path(args.tmp) / "home", models=models, api_keys=None)
+    settings = ServerSettings(
+        home=Path(args.tmp) / "home", models=models, api_keys=None, serve_precision=args.precision
+    )
     uvicorn.run(create_app(settings), host="127.0.0.1", port=args.port, log_level="warning")
 
 
@@ -112,7 +131,9 @@ def server_env() -> dict[str, str]:
     return {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 
 
-def start_server(args: argparse.Namespace, adapters: list[Path]) -> tuple[subprocess.Popen, str]:
+def start_server(
+    args: argparse.Namespace, adapters: list[Path], precision: str
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     models = json.dumps({f"ft-{i}": str(d) for i, d in enumerate(adapters)})
     cmd = [
@@ -127,6 +148,8 @@ def start_server(args: argparse.Namespace, adapters: list[Path]) -> tuple[subpro
         args.tmp,
         "--model",
         args.model,
+        "--precision",
+        precision,
     ]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=server_env())
     url = f"http://127.0.0.1:{port}"
@@ -209,10 +232,11 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
-def run_ours(args: argparse.Namespace, adapters: list[Path]) -> dict:
+def run_ours(args: argparse.Namespace, adapters: list[Path], precision: str) -> dict:
     import openai
 
-    proc, url = start_server(args, adapters)
+    print(f"ours, {precision} weights:", flush=True)
+    proc, url = start_server(args, adapters, precision)
     try:
         client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
         convs = prompts(REQUESTS)
@@ -252,23 +276,31 @@ def run_ours(args: argparse.Namespace, adapters: list[Path]) -> dict:
     }
 
 
-def run_llamacpp(args: argparse.Namespace, adapter: Path) -> dict | None:
+def run_llamacpp(args: argparse.Namespace, adapters: list[Path]) -> dict | None:
+    """Each adapter merged and exported as q8_0 GGUF; request k goes to adapter k % 4's file,
+    as ours does, so the answers can be compared one to one."""
     try:
         import llama_cpp
     except ImportError:
         return None
     from tunesmith import api
 
-    out = Path(args.tmp) / "gguf"
-    api.export_model(adapter, format="gguf", quantize="q8_0", out=out, verify=False)
-    gguf = next(out.rglob("*.gguf"))
-    llm = llama_cpp.Llama(
-        model_path=str(gguf), n_ctx=2048, n_threads=os.cpu_count() or 1, seed=0, verbose=False
-    )
+    print("llama.cpp: exporting the adapters as q8_0 GGUF ...", flush=True)
+    llms = []
+    for i, adapter in enumerate(adapters):
+        out = Path(args.tmp) / f"gguf{i}"
+        api.export_model(adapter, format="gguf", quantize="q8_0", out=out, verify=False)
+        gguf = next(out.rglob("*.gguf"))
+        threads = os.cpu_count() or 1
+        llm = llama_cpp.Llama(
+            model_path=str(gguf), n_ctx=2048, n_threads=threads, seed=0, verbose=False
+        )
+        llms.append(llm)
     rows = []
-    for messages in prompts(REQUESTS):
+    for k, messages in enumerate(prompts(REQUESTS)):
+        llm = llms[k % len(llms)]
         start = time.perf_counter()
-        first, pieces = None, 0
+        first, pieces, text = None, 0, []
         for chunk in llm.create_chat_completion(
             messages=messages,
             max_tokens=args.max_tokens,
@@ -277,12 +309,63 @@ def run_llamacpp(args: argparse.Namespace, adapter: Path) -> dict | None:
             repeat_penalty=1.0,
             stream=True,
         ):
-            if chunk["choices"][0]["delta"].get("content"):
+            content = chunk["choices"][0]["delta"].get("content")
+            if content:
                 first = first or time.perf_counter()
                 pieces += 1
+                text.append(content)
         end = time.perf_counter()
         rows.append({"start": start, "first": first or end, "end": end, "tokens": pieces})
-    return summary(rows)  # tokens counted as streamed pieces (one per token in llama.cpp)
+        rows[-1]["text"] = "".join(text)
+    out = summary(rows)  # tokens counted as streamed pieces (one per token in llama.cpp)
+    out["answers"] = [r["text"] for r in rows]
+    return out
+
+
+def next_token_agreement(model_name: str) -> dict:
+    """int8 against float32 weights on held-out and sample conversations, teacher-forced:
+    how often the most likely next token is the same, and the perplexity of the text."""
+    import math
+
+    import torch
+
+    from tunesmith.inference.packed import pack_linears
+    from tunesmith.models.load import load_model
+
+    loaded = load_model(model_name)
+    model, tok = loaded.model, loaded.tokenizer
+    rows = [json.loads(line)["messages"] for line in HELDOUT.read_text().splitlines() if line]
+    sample = ROOT / "examples" / "chat-sample.jsonl"
+    rows += [json.loads(line)["messages"] for line in sample.read_text().splitlines() if line]
+
+    def ids(messages: list[dict]) -> list[int]:
+        out = tok.apply_chat_template(messages, tokenize=True)
+        return list(out["input_ids"] if hasattr(out, "keys") else out)
+
+    seqs = [torch.tensor([ids(m)]) for m in rows[:40]]
+
+    def logits() -> list[Any]:
+        with torch.inference_mode():
+            return [model(input_ids=s).logits[0, :-1].float() for s in seqs]
+
+    def nll(all_logits: list[Any]) -> float:
+        total = sum(
+            float(torch.nn.functional.cross_entropy(lg, s[0, 1:], reduction="sum"))
+            for lg, s in zip(all_logits, seqs, strict=True)
+        )
+        return total / sum(s.shape[1] - 1 for s in seqs)
+
+    fp32 = logits()
+    pack_linears(model)
+    int8 = logits()
+    same = sum(int((a.argmax(-1) == b.argmax(-1)).sum()) for a, b in zip(fp32, int8, strict=True))
+    tokens = sum(s.shape[1] - 1 for s in seqs)
+    return {
+        "tokens": tokens,
+        "top1_agreement": same / tokens,
+        "perplexity_float32": math.exp(nll(fp32)),
+        "perplexity_int8": math.exp(nll(int8)),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,6 +381,7 @@ def main() -> None:
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--models", help=argparse.SUPPRESS)
     p.add_argument("--tmp", help=argparse.SUPPRESS)
+    p.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
         serve(args)
@@ -311,12 +395,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ts-serve-bench-") as tmp:
         args.tmp = tmp
         adapters = make_adapters(resolve_path(args.model), Path(tmp), ADAPTERS)
-        ours = run_ours(args, adapters)
-        llama = None if args.skip_llamacpp else run_llamacpp(args, adapters[0])
-    seq, conc = ours["sequential"], ours["concurrent"]
+        runs = {p: run_ours(args, adapters, p) for p in PRECISIONS}
+        llama = None if args.skip_llamacpp else run_llamacpp(args, adapters)
+    print("next-token agreement, int8 vs float32 ...", flush=True)
+    agreement = next_token_agreement(args.model)
+    exact = runs["float32"]["answers"]
+
+    def same_as_float32(answers: list[str]) -> int:
+        return sum(a == b for a, b in zip(answers, exact, strict=True))
+
+    fast = runs["int8"]
     report = {
         "when": dt.datetime.now().isoformat(timespec="seconds"),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "cpu": cpu_model(),
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "load_average_before": load_before,
@@ -330,31 +422,45 @@ def main() -> None:
             "lora": LORA,
             "temperature": 0,
         },
-        "ours": ours,
+        "ours": runs,
         "llamacpp": llama,
-        "concurrent_vs_sequential": conc["tokens_per_s"] / seq["tokens_per_s"],
+        "int8_next_token_agreement": agreement,
+        "same_answers_as_float32": {
+            "int8": same_as_float32(fast["answers"]),
+            "llamacpp_q8_0": same_as_float32(llama["answers"]) if llama else None,
+        },
     }
+    for p in PRECISIONS:
+        r = runs[p]
+        report[f"concurrent_vs_sequential_{p}"] = (
+            r["concurrent"]["tokens_per_s"] / r["sequential"]["tokens_per_s"]
+        )
     ref = llama["single_stream_decode_tokens_per_s"] if llama else LLAMACPP_ISSUE_TOKS
-    report["single_stream_vs_llamacpp"] = seq["single_stream_decode_tokens_per_s"] / ref
+    for p in PRECISIONS:
+        ours_decode = runs[p]["sequential"]["single_stream_decode_tokens_per_s"]
+        report[f"single_stream_vs_llamacpp_{p}"] = ours_decode / ref
     report["llamacpp_reference"] = "measured" if llama else "issue 13's figure (not installed)"
 
     print(
         f"\n{args.model}, {ADAPTERS} LoRA adapters, {REQUESTS} requests, max_tokens "
-        f"{args.max_tokens}, {report['threads']} threads, load {load_before[0]:.1f}"
+        f"{args.max_tokens}, {report['threads']} threads, {report['cpu']}, load "
+        f"{load_before[0]:.1f} -> {report['load_average_after'][0]:.1f}"
     )
     head = f"{'tokens/s':>10}{'TTFT p50':>10}{'TTFT p95':>10}{'decode/stream':>15}{'wall s':>8}"
-    print(f"{'':28}{head}")
-    rows = [
-        ("ours, one at a time", seq),
-        ("ours, 8 concurrent", conc),
-        ("ours, base model alone", ours["base_single_stream"]),
-    ]
+    print(f"{'':34}{head}")
+    rows = []
+    for p in PRECISIONS:
+        rows += [
+            (f"ours {p}, one at a time", runs[p]["sequential"]),
+            (f"ours {p}, 8 concurrent", runs[p]["concurrent"]),
+            (f"ours {p}, base model alone", runs[p]["base_single_stream"]),
+        ]
     if llama:
-        rows.append(("llama.cpp q8_0, 1 at a time", llama))
+        rows.append(("llama.cpp q8_0, one at a time", llama))
     for name, r in rows:
         decode = r["single_stream_decode_tokens_per_s"]
         print(
-            f"{name:28}{r['tokens_per_s']:10.1f}{r['ttft_p50_s'] * 1000:8.0f}ms"
+            f"{name:34}{r['tokens_per_s']:10.1f}{r['ttft_p50_s'] * 1000:8.0f}ms"
             f"{r['ttft_p95_s'] * 1000:8.0f}ms{decode or 0:15.1f}{r['wall_s']:8.1f}"
         )
     if not llama:
@@ -363,11 +469,20 @@ def main() -> None:
             "'tunesmith[llamacpp]', a ~15 min source build); reference: issue 13's "
             f"{LLAMACPP_ISSUE_TOKS} tokens/s"
         )
+    for p in PRECISIONS:
+        print(
+            f"{p}: concurrent vs sequential {report[f'concurrent_vs_sequential_{p}']:.2f}x "
+            f"(target 3x); single stream vs llama.cpp "
+            f"{report[f'single_stream_vs_llamacpp_{p}']:.2f}x (target 0.7x); same greedy "
+            f"answers batched: {runs[p]['same_answers_concurrent_vs_sequential']}/{REQUESTS}"
+        )
+    same = report["same_answers_as_float32"]
     print(
-        f"concurrent vs sequential: {report['concurrent_vs_sequential']:.2f}x (target 3x); "
-        f"single stream vs llama.cpp: {report['single_stream_vs_llamacpp']:.2f}x "
-        f"(target 0.7x); same greedy answers batched: "
-        f"{ours['same_answers_concurrent_vs_sequential']}/{REQUESTS}"
+        f"answers equal to float32's: int8 {same['int8']}/{REQUESTS}"
+        + (f", llama.cpp q8_0 {same['llamacpp_q8_0']}/{REQUESTS}" if llama else "")
+        + f"; int8 next-token top-1 agreement {agreement['top1_agreement']:.3f} over "
+        f"{agreement['tokens']} tokens, perplexity {agreement['perplexity_float32']:.3f} -> "
+        f"{agreement['perplexity_int8']:.3f}"
     )
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"serve_throughput-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
