@@ -47,8 +47,10 @@ def metrics_line(step: int, total: int | None, data: dict[str, Any]) -> str:
 
 
 def rate(data: dict[str, Any]) -> str:
-    """The step rate in the objective's unit: trained tokens/s, or pairs/s for DPO/ORPO (the
-    loop reports its unit per second under one key)."""
+    """The step rate in the objective's unit: trained tokens/s, pairs/s for DPO/ORPO, sampled
+    completions/s for GRPO (the loop reports its unit per second under one key)."""
+    if "frac_zero_std" in data:
+        return f"{data['tokens_per_s']:.2f} completions/s  reward {data.get('reward', 0.0):.3f}"
     if "preference_accuracy" in data:
         return f"{data['tokens_per_s']:.2f} pairs/s"
     return f"{data['tokens_per_s']:.0f} tok/s"
@@ -64,6 +66,8 @@ def validation_line(step: int | None, data: dict[str, Any]) -> str:
         parts.append(f"preference acc {data['val_preference_accuracy']:.3f}")
     if "val_reward_margin" in data:
         parts.append(f"reward margin {data['val_reward_margin']:.3f}")
+    if "val_reward" in data:
+        parts.append(f"reward {data['val_reward']:.3f}")
     return "  ".join(parts)
 
 

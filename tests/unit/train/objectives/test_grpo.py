@@ -368,3 +368,28 @@ def test_compare_runs_a_python_grader_from_a_run_config_only_when_trusted(tmp_pa
     with pytest.raises(ConfigError, match="python grader") as info:
         api.compare(run)
     assert "--trust-run-config" in (info.value.hint or "")
+
+
+def test_kl_to_the_reference_starts_at_zero_and_grows(warm_model, tmp_path):
+    train = write_prompts(tmp_path / "train.jsonl")
+    spec = grpo_spec(warm_model, train, tmp_path / "run", max_steps=4,
+                     reinforcement={"kl_beta": 0.1})  # fmt: skip
+    kls = [m["kl"] for m in api.train(spec).metrics]
+    assert kls[0] == pytest.approx(0.0, abs=1e-6)  # the new adapter is zero: policy == reference
+    assert all(k >= 0 for k in kls) and kls[-1] > 1e-6
+
+
+def test_a_resumed_run_samples_and_learns_like_an_uninterrupted_one(warm_model, tmp_path):
+    train = write_prompts(tmp_path / "train.jsonl")
+    straight = rewards_of(api.train(grpo_spec(warm_model, train, tmp_path / "a", max_steps=4)))
+    out = tmp_path / "b"
+
+    def cancel_after_two(event) -> None:
+        if event.kind == "metrics" and event.step == 2:
+            api.cancel(out)
+
+    first = api.train(grpo_spec(warm_model, train, out, max_steps=4), on_event=cancel_after_two)
+    assert first.status == "cancelled"
+    resumed = api.resume(out)
+    assert resumed.status == "completed"
+    assert rewards_of(resumed) == straight
