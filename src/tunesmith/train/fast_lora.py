@@ -17,6 +17,13 @@ layer input (which the layers sharing it keep only once) instead of keeping a dr
 The drop probability is p rounded to a multiple of 1/65536 (0.05 becomes 0.0500031) and the
 scale uses that rounded value, so the expectation stays exact.
 
+On CPUs with bf16 matrix units (models/precision.py decides, `install(..., torch.bfloat16)`)
+the two products with the frozen base weight W, `x W^T` and `dy W`, run from a bf16 copy of W
+(inputs cast to bf16, fp32 accumulation in the kernel, results back to float32): those are
+nearly all of a layer's arithmetic, and AMX does them 4-5x faster. The LoRA products, the
+gradients of A and B, the dropout and everything outside the layer stay float32; W itself
+stays the float32 parameter it was, so eval, inference, saving and merging are unchanged.
+
 Nothing about the adapter changes: the parameters are peft's own `lora_A` / `lora_B`, so
 saving, loading and merging are peft's. Layers this path does not cover (DoRA, 4-bit bases,
 several active adapters, autocast, mixed dtypes, inference) run peft's code unchanged.
@@ -68,10 +75,17 @@ class _LoraLinear(torch.autograd.Function):
         lora_b: torch.Tensor,
         scaling: float,
         p: float,
+        weight16: torch.Tensor | None = None,
     ) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1])
-        y = F.linear(x2, weight, bias)
+        if weight16 is None:
+            y = F.linear(x2, weight, bias)
+        else:  # the frozen base in bf16 (fp32 accumulation in the kernel), back to float32
+            y = F.linear(x2.to(torch.bfloat16), weight16).float()
+            if bias is not None:
+                y.add_(bias)
+            weight = weight16  # what the backward pass multiplies by
         mask, scale = None, 1.0  # dropout: booleans (1 byte per element), the scale apart
         xd = x2
         if p > 0:
@@ -94,13 +108,16 @@ class _LoraLinear(torch.autograd.Function):
         d_a = g.t() @ (x2 if mask is None else torch.where(mask, x2, 0.0).mul_(ctx.scale))
         dx = None
         if ctx.needs_input_grad[0]:
-            dx = dy2 @ weight
+            if weight.dtype == dy2.dtype:
+                dx = dy2 @ weight
+            else:  # bf16 base: the input gradient's big product in bf16 too
+                dx = (dy2.to(weight.dtype) @ weight).float()
             if mask is None:
                 dx.addmm_(g, lora_a)
             else:
                 dx.add_(torch.where(mask, g @ lora_a, 0.0), alpha=ctx.scale)
             dx = dx.view(*ctx.lead, dx.shape[-1])
-        return dx, None, None, d_a, d_b, None, None
+        return dx, None, None, d_a, d_b, None, None, None
 
 
 def _peft_linear_type() -> type | None:
@@ -169,7 +186,22 @@ def _fast_args(layer: Any, x: torch.Tensor) -> tuple | None:
         return None
     if not (x.dtype == weight.dtype == a.weight.dtype == b.weight.dtype):
         return None
-    return weight, bias, a.weight, b.weight, float(layer.scaling[name]), p
+    scaling = float(layer.scaling[name])
+    if layer.__dict__.get("_base_dtype") is None or weight.dtype != torch.float32:
+        return weight, bias, a.weight, b.weight, scaling, p
+    return weight, bias, a.weight, b.weight, scaling, p, _low_precision_copy(layer, weight)
+
+
+def _low_precision_copy(layer: Any, weight: torch.Tensor) -> torch.Tensor:
+    """The frozen base weight in the layer's `_base_dtype`, made once and kept beside the
+    float32 weight (not a parameter or buffer: state dicts, saving and merging never see it).
+    Made again if the float32 weight changed since (an in-place merge or load)."""
+    key = (weight.data_ptr(), weight._version, weight.device)
+    held = layer.__dict__.get("_base_copy")
+    if held is None or held[0] != key:
+        held = (key, weight.detach().to(layer._base_dtype))
+        layer.__dict__["_base_copy"] = held
+    return held[1]
 
 
 class _FastLoraMixin:
@@ -185,17 +217,24 @@ class _FastLoraMixin:
 _fast_types: dict[type, type] = {}
 
 
-def install(model: nn.Module) -> int:
+def install(model: nn.Module, base_dtype: torch.dtype | None = None) -> int:
     """Put every plain peft LoRA linear layer of `model` on the fast path; returns how many.
 
     Swaps the layer's class for a subclass that only overrides `forward`, so isinstance checks,
-    state dicts and peft's save/merge are untouched. `uninstall` swaps back."""
+    state dicts and peft's save/merge are untouched. `uninstall` swaps back.
+
+    `base_dtype` (torch.bfloat16; models/precision.py decides): the frozen float32 base
+    weight's two products (forward, and the gradient towards the input) run from a copy in
+    that dtype; the LoRA products, their gradients and everything outside the layer stay
+    float32. Costs 2 bytes per frozen weight; inference and eval keep peft's float32 path."""
     linear = _peft_linear_type()
     if linear is None:
         return 0
     count = 0
     for module in model.modules():
         if type(module) is linear and _can_fuse(module):
+            module.__dict__["_base_dtype"] = base_dtype
+            module.__dict__.pop("_base_copy", None)
             fast = _fast_types.get(linear)
             if fast is None:
                 fast = type("FastLoraLinear", (_FastLoraMixin, linear), {})
@@ -211,3 +250,5 @@ def uninstall(model: nn.Module) -> None:
         base = originals.get(type(module))
         if base is not None:
             module.__class__ = base
+            module.__dict__.pop("_base_dtype", None)
+            module.__dict__.pop("_base_copy", None)

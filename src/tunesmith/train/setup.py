@@ -229,10 +229,17 @@ def dtypes(spec: RunSpec, device: Any) -> tuple[str | None, Any]:
         from tunesmith.models.load import pick_dtype
 
         chosen = pick_dtype(device, spec.dtype)
+        if device.type == "cpu" and chosen == torch.bfloat16 and _bf16_base_path(spec):
+            return "float32", None  # float32 weights, bf16 base products (models/precision.py)
         return spec.dtype, (chosen if chosen != torch.float32 else None)
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return ("float32" if spec.adapter == "none" else "bf16"), torch.bfloat16
     return "float32", None
+
+
+def _bf16_base_path(spec: RunSpec) -> bool:
+    """Whether a CPU run can take the bf16 frozen-base path (plain LoRA, fused)."""
+    return spec.adapter == "lora" and spec.fused_lora and not spec.compile
 
 
 def make_optimizer(model: Any, spec: ResolvedSpec) -> Any:
@@ -365,7 +372,7 @@ def prepare(
     `force`: a new run may go into a non-empty directory that is not a run."""
     import torch
 
-    from tunesmith.models import stacking
+    from tunesmith.models import precision, stacking
     from tunesmith.models.load import load_tokenizer, resolve_path
     from tunesmith.models.registry import resolve
     from tunesmith.train import fast_lora
@@ -496,10 +503,19 @@ def prepare(
         model = apply_adapter(loaded.model, spec)
         if not spec.compile and use_packed_attention(model):
             say("attention: causal SDPA per packed example (no work across example borders)")
-        if spec.fused_lora and not spec.compile and (fused := fast_lora.install(model)):
+        base = precision.choose(
+            spec.dtype, device, adapter=spec.adapter, fused=_bf16_base_path(spec),
+            hidden=int(getattr(loaded.model.config, "hidden_size", 0) or 0),
+        )  # fmt: skip
+        base_dtype = torch.bfloat16 if base.bf16 else None
+        if spec.fused_lora and not spec.compile and (fused := fast_lora.install(model, base_dtype)):
             say(f"LoRA: {fused} layers run as one fused autograd function each")
         elif spec.adapter in ("dora", "qlora"):
             say(f"{spec.adapter}: peft's own layers (the fused LoRA path is for plain LoRA)")
+        if device.type == "cpu":  # the choice and what it measured: said and kept
+            say(base.describe())
+            if info.is_main:
+                run.update_manifest(precision=base.to_manifest())
         if device.type == "cpu" and keep_freed_memory():
             say("host memory: freed blocks kept for reuse (no page faults on every new tensor)")
         say(str(count_parameters(model)))

@@ -64,20 +64,29 @@ def _count_fused_calls(monkeypatch) -> list[int]:
     return calls
 
 
-def test_fused_matches_peft_without_dropout(monkeypatch):
+# The bf16 base path rounds the layer input, the base weight and the base product to bf16
+# (8 significant bits): outputs and gradients then agree with float32 peft to about 1 %.
+BASE_DTYPES = [(None, 1e-5), (torch.bfloat16, 3e-2)]
+
+
+@pytest.mark.parametrize(("base_dtype", "tol"), BASE_DTYPES)
+def test_fused_matches_peft_without_dropout(monkeypatch, base_dtype, tol):
     reference, fused = _pair()
-    assert fast_lora.install(fused) == 3
+    assert fast_lora.install(fused, base_dtype) == 3
     calls = _count_fused_calls(monkeypatch)
     x = torch.randn(2, 7, 24)
-    _assert_same(_grads(reference, x), _grads(fused, x))
+    ref, got = _grads(reference, x), _grads(fused, x)
+    _assert_same(ref, got, tol=tol)
     assert len(calls) == 3
+    assert torch.equal(ref[0], got[0]) is (base_dtype is None)  # bf16 did run
 
 
-def test_fused_matches_peft_with_the_same_dropout_mask(monkeypatch):
+@pytest.mark.parametrize(("base_dtype", "tol"), BASE_DTYPES)
+def test_fused_matches_peft_with_the_same_dropout_mask(monkeypatch, base_dtype, tol):
     """Dropout on: the fused path drops with its mask; peft is given the very same mask."""
     p = 0.3
     reference, fused = _pair(dropout=p)
-    fast_lora.install(fused)
+    fast_lora.install(fused, base_dtype)
     masks: dict[int, list[torch.Tensor]] = {}
     real_keep_mask = fast_lora.keep_mask
 
@@ -104,7 +113,7 @@ def test_fused_matches_peft_with_the_same_dropout_mask(monkeypatch):
         if hasattr(module, "lora_dropout"):
             width = module.base_layer.in_features
             module.lora_dropout["default"] = SameMask(masks[width][0])
-    _assert_same(_grads(reference, x), got)
+    _assert_same(_grads(reference, x), got, tol=tol)
     assert not torch.equal(got[1]["x"], _grads(_pair()[0], x)[1]["x"])  # dropout did act
 
 
@@ -163,3 +172,61 @@ def test_keep_mask_rate_scale_and_seed(p):
     assert torch.equal(keep, again)
     other, _ = fast_lora.keep_mask((1000, 1001), p, torch.device("cpu"))
     assert not torch.equal(keep, other)
+
+
+def test_bf16_base_product_is_the_bf16_rounded_float32_one():
+    """What the bf16 path computes, exactly: the base product from bf16 input and weight,
+    rounded to bf16 once; the LoRA part in float32 on top."""
+    torch.manual_seed(1)
+    _, fused = _pair()
+    fast_lora.install(fused, torch.bfloat16)
+    layer = fused.base_model.model.q_proj
+    x = torch.randn(5, 24)
+    got = layer(x)
+    base = layer.base_layer
+    expected = (x.bfloat16() @ base.weight.bfloat16().t()).float() + base.bias
+    a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    expected = expected + (x @ a.t()) @ b.t() * layer.scaling["default"]
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
+
+
+def test_bf16_base_keeps_float32_master_weights_and_optimizer_state():
+    _, fused = _pair(dropout=0.1)
+    fast_lora.install(fused, torch.bfloat16)
+    frozen = {n: p.detach().clone() for n, p in fused.named_parameters() if not p.requires_grad}
+    keys = {k: v.dtype for k, v in fused.state_dict().items()}
+    trainable = [p for p in fused.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-2)
+    start = [p.detach().clone() for p in trainable]
+    for _ in range(2):
+        _grads(fused, torch.randn(3, 4, 24))
+        assert all(p.grad.dtype == torch.float32 for p in trainable)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    assert all(p.dtype == torch.float32 for p in fused.parameters())
+    assert all(not torch.equal(p, s) for p, s in zip(trainable, start, strict=True))  # trained
+    for state in optimizer.state.values():
+        assert state["exp_avg"].dtype == state["exp_avg_sq"].dtype == torch.float32
+    for name, p in fused.named_parameters():  # the base: untouched, still float32
+        if name in frozen:
+            assert torch.equal(p, frozen[name]) and p.dtype == torch.float32
+    # the bf16 copies are no parameters or buffers: state dict and saving see float32 only
+    assert {k: v.dtype for k, v in fused.state_dict().items()} == keys
+    assert all(b.dtype != torch.bfloat16 for b in fused.buffers())
+
+
+def test_bf16_copy_follows_a_changed_base_weight_and_uninstall_drops_it():
+    _, fused = _pair()
+    fast_lora.install(fused, torch.bfloat16)
+    layer = fused.base_model.model.up_proj
+    x = torch.randn(2, 16)
+    before = layer(x)
+    with torch.no_grad():
+        layer.base_layer.weight.mul_(2.0)  # e.g. an adapter folded into the base in place
+    after = layer(x)
+    assert not torch.allclose(before, after)
+    copy_ = layer.__dict__["_base_copy"][1]
+    assert copy_.dtype == torch.bfloat16
+    torch.testing.assert_close(copy_.float(), layer.base_layer.weight, atol=0.05, rtol=1e-2)
+    fast_lora.uninstall(fused)
+    assert "_base_copy" not in layer.__dict__ and "_base_dtype" not in layer.__dict__
