@@ -234,7 +234,9 @@ def validate_data(
         method=method,
         dedupe=dedupe,
     )
-    if estimate and report.files and report.files[0].rows_ok:
+    # GRPO's cost is sampling (samples_per_prompt x max_new_tokens), not the SFT rules' rows
+    sft_like = report.settings.get("method") != "reinforcement"
+    if estimate and sft_like and report.files and report.files[0].rows_ok:
         import json
 
         config: dict[str, Any] = {}

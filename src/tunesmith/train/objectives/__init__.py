@@ -33,6 +33,14 @@ def check_options(spec: Any, item: Any = None) -> None:
     if spec.method.type == "reinforcement":
         from tunesmith.train.objectives.grpo import check_grader
 
+        if spec.distributed.strategy == "fsdp":  # the rollout runs the unsharded model
+            raise ConfigError(
+                "reinforcement fine-tuning samples from the model between steps, which FSDP's "
+                "sharded weights do not allow yet",
+                where="distributed.strategy",
+                param="distributed.strategy",
+                hint="use distributed.strategy: ddp (LoRA fits on each GPU)",
+            )
         check_grader(spec.method.reinforcement, item)
 
 

@@ -285,7 +285,7 @@ class GRPOLoss(nn.Module):
             loss=loss,
             count=(n_tok > 0).sum(),
             clipped_tokens=was_clipped,
-            trained_tokens=torch.tensor(float(logp.shape[0])),
+            completion_tokens=torch.tensor(float(logp.shape[0])),
         )
         for i, key in enumerate(self.keys):
             out[key] = stats[i]
@@ -373,13 +373,13 @@ class GRPOObjective:
             "truncated_fraction": sums.get("truncated", 0.0) / n,
             "frac_zero_std": sums.get("zero_std_groups", 0.0) / max(1.0, sums.get("groups", 0.0)),
             "clip_fraction": sums.get("clipped_tokens", 0.0)
-            / max(1.0, sums.get("trained_tokens", 0.0)),
+            / max(1.0, sums.get("completion_tokens", 0.0)),
             "grader_errors": int(sums.get("grader_errors", 0.0)),
         }
         for key in self.sub_keys:
             out[key] = sums.get(key, 0.0) / n
         if self.options.kl_beta > 0:
-            out["kl"] = sums.get("kl_tokens", 0.0) / max(1.0, sums.get("trained_tokens", 0.0))
+            out["kl"] = sums.get("kl_tokens", 0.0) / max(1.0, sums.get("completion_tokens", 0.0))
         return out
 
     def validation_metrics(self, sums: dict[str, float]) -> dict[str, float]:

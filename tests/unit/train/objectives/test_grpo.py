@@ -393,3 +393,11 @@ def test_a_resumed_run_samples_and_learns_like_an_uninterrupted_one(warm_model, 
     resumed = api.resume(out)
     assert resumed.status == "completed"
     assert rewards_of(resumed) == straight
+
+
+def test_fsdp_is_refused_before_anything_loads(tmp_path, tiny_model_dir):
+    train = write_prompts(tmp_path / "train.jsonl")
+    spec = grpo_spec(tiny_model_dir, train, tmp_path / "run", distributed={"strategy": "fsdp"})
+    with pytest.raises(ConfigError, match="FSDP") as info:
+        api.train(spec)
+    assert info.value.param == "distributed.strategy"
