@@ -276,6 +276,50 @@ def run_ours(args: argparse.Namespace, adapters: list[Path], precision: str) -> 
     }
 
 
+def run_engine_in_process(args: argparse.Namespace, adapters: list[Path], precision: str) -> dict:
+    """Our engine without HTTP, the SDK or a client process — how llama.cpp is measured: the
+    same 8 requests one at a time through `ModelPool.stream` in this process."""
+    from tunesmith.inference import GenerationSettings, prompt_ids
+    from tunesmith.inference.pool import ModelPool
+
+    pool = ModelPool(1, precision=precision)  # type: ignore[arg-type]
+    try:
+        served = [pool.get(str(a)) for a in adapters]
+        settings = GenerationSettings(max_new_tokens=args.max_tokens, temperature=0.0)
+        warm = GenerationSettings(max_new_tokens=4, temperature=0.0)
+        convs = prompts(REQUESTS)
+        for s, c in zip(served, convs, strict=False):
+            s.complete(prompt_ids(s.tokenizer, c), warm)
+        rows = []
+        for k, messages in enumerate(convs):
+            s = served[k % len(served)]
+            ids = prompt_ids(s.tokenizer, messages)
+            start = time.perf_counter()
+            first, item = None, None
+            for item in s.stream(ids, settings):
+                if isinstance(item, str) and item:
+                    first = first or time.perf_counter()
+            end = time.perf_counter()
+            tokens = getattr(item, "completion_tokens", 0)
+            rows.append({"start": start, "first": first or end, "end": end, "tokens": tokens})
+    finally:
+        pool.close()
+    return summary(rows)
+
+
+def engine_in_child(args: argparse.Namespace, adapters: list[Path], precision: str) -> dict:
+    """`run_engine_in_process` in a fresh process with the server's environment (OMP workers
+    that sleep, see `server_env`), so neither side inherits the other's threads."""
+    cmd = [
+        sys.executable, __file__, "--engine-child", "--precision", precision,
+        "--models", json.dumps([str(a) for a in adapters]), "--max-tokens", str(args.max_tokens),
+    ]  # fmt: skip
+    done = subprocess.run(
+        cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=server_env(), check=True
+    )
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 def run_llamacpp(args: argparse.Namespace, adapters: list[Path]) -> dict | None:
     """Each adapter merged and exported as q8_0 GGUF; request k goes to adapter k % 4's file,
     as ours does, so the answers can be compared one to one."""
@@ -315,11 +359,13 @@ def run_llamacpp(args: argparse.Namespace, adapters: list[Path]) -> dict | None:
                 pieces += 1
                 text.append(content)
         end = time.perf_counter()
-        rows.append({"start": start, "first": first or end, "end": end, "tokens": pieces})
-        rows[-1]["text"] = "".join(text)
-    out = summary(rows)  # tokens counted as streamed pieces (one per token in llama.cpp)
-    out["answers"] = [r["text"] for r in rows]
-    return out
+        rows.append(
+            {"start": start, "first": first or end, "end": end, "tokens": pieces,
+             "text": "".join(str(t) for t in text)}
+        )  # fmt: skip
+    result = summary(rows)  # tokens counted as streamed pieces (one per token in llama.cpp)
+    result["answers"] = [r["text"] for r in rows]
+    return result
 
 
 def next_token_agreement(model_name: str) -> dict:
@@ -372,19 +418,24 @@ def next_token_agreement(model_name: str) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--max-tokens", type=int, default=64)
-    p.add_argument("--model", default="smollm2-135m-instruct")
-    p.add_argument("--out", type=Path, default=HERE / "results")
-    p.add_argument("--skip-llamacpp", action="store_true")
-    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--models", help=argparse.SUPPRESS)
-    p.add_argument("--tmp", help=argparse.SUPPRESS)
-    p.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--skip-llamacpp", action="store_true")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--models", help=argparse.SUPPRESS)
+    parser.add_argument("--tmp", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
+    parser.add_argument("--engine-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
     if args.serve:
         serve(args)
+        return
+    if args.engine_child:
+        adapters = [Path(a) for a in json.loads(args.models)]
+        print(json.dumps(run_engine_in_process(args, adapters, args.precision)))
         return
 
     import torch
@@ -396,6 +447,8 @@ def main() -> None:
         args.tmp = tmp
         adapters = make_adapters(resolve_path(args.model), Path(tmp), ADAPTERS)
         runs = {p: run_ours(args, adapters, p) for p in PRECISIONS}
+        print("our engine in-process, one at a time ...", flush=True)
+        engine = {p: engine_in_child(args, adapters, p) for p in PRECISIONS}
         llama = None if args.skip_llamacpp else run_llamacpp(args, adapters)
     print("next-token agreement, int8 vs float32 ...", flush=True)
     agreement = next_token_agreement(args.model)
@@ -423,6 +476,7 @@ def main() -> None:
             "temperature": 0,
         },
         "ours": runs,
+        "engine_in_process": engine,
         "llamacpp": llama,
         "int8_next_token_agreement": agreement,
         "same_answers_as_float32": {
@@ -439,6 +493,8 @@ def main() -> None:
     for p in PRECISIONS:
         ours_decode = runs[p]["sequential"]["single_stream_decode_tokens_per_s"]
         report[f"single_stream_vs_llamacpp_{p}"] = ours_decode / ref
+        in_process = engine[p]["single_stream_decode_tokens_per_s"]
+        report[f"single_stream_in_process_vs_llamacpp_{p}"] = in_process / ref
     report["llamacpp_reference"] = "measured" if llama else "issue 13's figure (not installed)"
 
     print(
@@ -454,6 +510,7 @@ def main() -> None:
             (f"ours {p}, one at a time", runs[p]["sequential"]),
             (f"ours {p}, 8 concurrent", runs[p]["concurrent"]),
             (f"ours {p}, base model alone", runs[p]["base_single_stream"]),
+            (f"engine {p}, in-process, 1 at a time", engine[p]),
         ]
     if llama:
         rows.append(("llama.cpp q8_0, one at a time", llama))
@@ -473,7 +530,9 @@ def main() -> None:
         print(
             f"{p}: concurrent vs sequential {report[f'concurrent_vs_sequential_{p}']:.2f}x "
             f"(target 3x); single stream vs llama.cpp "
-            f"{report[f'single_stream_vs_llamacpp_{p}']:.2f}x (target 0.7x); same greedy "
+            f"{report[f'single_stream_vs_llamacpp_{p}']:.2f}x through the server, "
+            f"{report[f'single_stream_in_process_vs_llamacpp_{p}']:.2f}x in-process "
+            f"(target 0.7x); same greedy "
             f"answers batched: {runs[p]['same_answers_concurrent_vs_sequential']}/{REQUESTS}"
         )
     same = report["same_answers_as_float32"]
