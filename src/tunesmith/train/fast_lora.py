@@ -79,22 +79,28 @@ class _LoraLinear(torch.autograd.Function):
     ) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1])
-        if weight16 is None:
-            y = F.linear(x2, weight, bias)
-        else:  # the frozen base in bf16 (fp32 accumulation in the kernel), back to float32
-            y = F.linear(x2.to(torch.bfloat16), weight16).float()
-            if bias is not None:
-                y.add_(bias)
-            weight = weight16  # what the backward pass multiplies by
+        low = weight16 is not None
+        y = F.linear(x2, weight, bias) if not low else None
         mask, scale = None, 1.0  # dropout: booleans (1 byte per element), the scale apart
         xd = x2
         if p > 0:
             mask, scale = keep_mask(x2.shape, p, x2.device)
-            xd = torch.where(mask, x2, 0.0).mul_(scale)
+            xd = torch.where(mask, x2, 0.0)
+            if not low:  # float32: the order of operations the recorded runs were made with
+                xd.mul_(scale)
         h = xd @ lora_a.t()
-        y.addmm_(h, lora_b.t(), alpha=scaling)
+        if y is not None:
+            y.addmm_(h, lora_b.t(), alpha=scaling)
+        else:  # bf16 base (fp32 accumulation in the kernel) added to the float32 LoRA part
+            if mask is not None:  # the dropout scale on the rank-r product, not the input
+                h.mul_(scale)
+            y = h @ (lora_b.t() * scaling)
+            y.add_(F.linear(_bf16_input(x2), weight16))  # one pass: bf16 read, float32 sum
+            if bias is not None:
+                y.add_(bias)
+            weight = weight16  # what the backward pass multiplies by
         ctx.save_for_backward(x2, weight, lora_a, lora_b, h, mask)
-        ctx.scaling, ctx.scale, ctx.lead = scaling, scale, lead
+        ctx.scaling, ctx.scale, ctx.lead, ctx.low = scaling, scale, lead, low
         return y.view(*lead, y.shape[-1])
 
     @staticmethod
@@ -105,19 +111,44 @@ class _LoraLinear(torch.autograd.Function):
         g.mul_(ctx.scaling)
         d_b = dy2.t() @ h
         d_b.mul_(ctx.scaling)
-        d_a = g.t() @ (x2 if mask is None else torch.where(mask, x2, 0.0).mul_(ctx.scale))
+        if mask is None:
+            d_a = g.t() @ x2
+        elif ctx.low:  # g is used twice below, both times times the dropout scale
+            g.mul_(ctx.scale)
+            d_a = g.t() @ torch.where(mask, x2, 0.0)
+        else:
+            d_a = g.t() @ torch.where(mask, x2, 0.0).mul_(ctx.scale)
         dx = None
         if ctx.needs_input_grad[0]:
-            if weight.dtype == dy2.dtype:
-                dx = dy2 @ weight
-            else:  # bf16 base: the input gradient's big product in bf16 too
-                dx = (dy2.to(weight.dtype) @ weight).float()
-            if mask is None:
-                dx.addmm_(g, lora_a)
+            if ctx.low:  # bf16 base: the big product in bf16, added to the float32 LoRA part
+                dx = g @ lora_a
+                if mask is not None:
+                    dx.mul_(mask)
+                dx.add_(dy2.to(weight.dtype) @ weight)  # one pass: bf16 read, float32 sum
             else:
-                dx.add_(torch.where(mask, g @ lora_a, 0.0), alpha=ctx.scale)
+                dx = dy2 @ weight
+                if mask is None:
+                    dx.addmm_(g, lora_a)
+                else:
+                    dx.add_(torch.where(mask, g @ lora_a, 0.0), alpha=ctx.scale)
             dx = dx.view(*ctx.lead, dx.shape[-1])
         return dx, None, None, d_a, d_b, None, None, None
+
+
+# The last input cast to bf16: q/k/v (and gate/up) projections share their input, so it is
+# cast once for all of them. Holding the input itself keeps its storage from being reused
+# while the entry is alive, so (storage, version, shape) identifies it.
+_last_cast: list[Any] = [None]
+
+
+def _bf16_input(x2: torch.Tensor) -> torch.Tensor:
+    held = _last_cast[0]
+    key = (x2.data_ptr(), x2._version, tuple(x2.shape), tuple(x2.stride()))
+    if held is not None and held[0] == key and held[1].device == x2.device:
+        return held[2]
+    x16 = x2.to(torch.bfloat16)
+    _last_cast[0] = (key, x2.detach(), x16)  # detached: no autograd graph kept alive
+    return x16
 
 
 def _peft_linear_type() -> type | None:
