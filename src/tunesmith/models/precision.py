@@ -185,13 +185,16 @@ def choose(
     adapter: str,
     hidden: int,
     fused: bool = True,
+    method: str = "supervised",
     measure_fn: Callable[[], Probe] | None = None,
 ) -> Choice:
     """The precision of the frozen base's products for a run with `dtype` on `device`.
 
     bf16 applies to plain LoRA on the fused path (train/fast_lora.py) on a CPU; everything else
     keeps what train/setup.dtypes gives it (float32 on a CPU). `dtype` auto measures (cached),
-    bf16 forces, float32 forbids."""
+    bf16 forces, float32 forbids. auto takes bf16 for supervised runs only: DPO, ORPO and GRPO
+    compare the policy's log-probs with no-grad passes (reference, rollout) that run float32,
+    and bf16 rounding in one of the two would show up as a spurious difference."""
     cpu, flags = cpu_info()
 
     def made(compute: str, reason: str, probe: Probe | None = None, cached: bool = False) -> Choice:
@@ -212,6 +215,10 @@ def choose(
         return made("bfloat16", "dtype bf16 asked for")
     if requested != "auto":
         return made("float32", f"dtype {requested} is not a CPU training precision")
+    if method != "supervised":  # their losses compare log-probs with no-grad float32 passes
+        return made(
+            "float32", f"auto keeps {method} in float32 (its no-grad log-probs are float32)"
+        )
     if hidden < MIN_WIDTH:
         return made("float32", f"model width {hidden} < {MIN_WIDTH}: too small for bf16 to pay")
     if os.environ.get("TUNESMITH_NO_PRECISION_PROBE"):

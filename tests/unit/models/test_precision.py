@@ -91,6 +91,15 @@ def test_no_probe_where_the_answer_is_fixed(dtype, device, adapter, hidden, fuse
     assert got.bf16 is bf16 and fake.calls == 0
 
 
+@pytest.mark.parametrize("method", ["dpo", "orpo", "reinforcement"])
+def test_auto_keeps_methods_with_no_grad_reference_passes_in_float32(method):
+    fake = FakeMeasure(fp32_s=0.010, bf16_s=0.002)
+    got = choose("auto", CPU, adapter="lora", hidden=576, method=method, measure_fn=fake)
+    assert not got.bf16 and fake.calls == 0 and method in got.reason
+    forced = choose("bf16", CPU, adapter="lora", hidden=576, method=method, measure_fn=fake)
+    assert forced.bf16
+
+
 def test_cpu_info_reads_model_and_bf16_flags(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(
