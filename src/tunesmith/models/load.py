@@ -1,8 +1,11 @@
 """Load a resolved model and its tokenizer onto the right device, in the right dtype.
 
 Device: CUDA when available, else CPU. Dtype: bf16 on a CUDA GPU that supports it, else
-float32. We never pick bf16 on a CPU by ourselves: on CPUs without native bf16 (AVX2, no AMX)
-it is many times slower than float32. A user may still ask for it explicitly.
+float32. We never *load* weights in bf16 on a CPU by ourselves: on CPUs without native bf16
+(AVX2, no AMX) it is many times slower than float32, and where it is fast, training still wants
+float32 LoRA weights. CPU training instead keeps float32 weights and, where a measured probe
+says bf16 products are clearly faster (models/precision.py), runs the frozen base's products
+from a bf16 copy (train/fast_lora.py). A user may still ask for bf16 weights explicitly.
 No remote code and no pickles: `trust_remote_code=False`, safetensors only. Nothing is
 fetched: every transformers/peft call is `local_files_only` unless downloads are allowed
 (`TUNESMITH_ALLOW_DOWNLOADS=1`, see registry.py).

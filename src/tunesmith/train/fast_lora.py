@@ -276,10 +276,72 @@ def install(model: nn.Module, base_dtype: torch.dtype | None = None) -> int:
 
 
 def uninstall(model: nn.Module) -> None:
-    originals = {fast: base for base, fast in _fast_types.items()}
+    originals = {fast: base for base, fast in [*_fast_types.items(), *_frozen_types.items()]}
     for module in model.modules():
         base = originals.get(type(module))
         if base is not None:
             module.__class__ = base
             module.__dict__.pop("_base_dtype", None)
             module.__dict__.pop("_base_copy", None)
+
+
+class _FrozenLinear(torch.autograd.Function):
+    """y = x W^T + b with W frozen and held in bf16: the product forward and the input
+    gradient backward in bf16 (fp32 accumulation), results and everything else float32."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, weight16: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        y = F.linear(x.to(torch.bfloat16), weight16).float()
+        if bias is not None:
+            y.add_(bias)
+        ctx.save_for_backward(weight16)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (weight16,) = ctx.saved_tensors
+        dx = (dy.to(torch.bfloat16) @ weight16).float() if ctx.needs_input_grad[0] else None
+        return dx, None, None
+
+
+class _Bf16FrozenLinearMixin:
+    """Forward of a frozen `nn.Linear` (the LM head) that runs `_FrozenLinear` while training."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.weight, self.bias  # type: ignore[attr-defined]
+        if (
+            torch.is_grad_enabled()
+            and x.requires_grad
+            and x.dtype == weight.dtype == torch.float32
+            and not weight.requires_grad
+            and (bias is None or not bias.requires_grad)
+            and not torch.is_autocast_enabled(x.device.type)
+        ):
+            return _FrozenLinear.apply(x, _low_precision_copy(self, weight), bias)
+        return super().forward(x)  # type: ignore[misc]
+
+
+_frozen_types: dict[type, type] = {}
+
+
+def install_head(model: nn.Module, dtype: torch.dtype | None) -> bool:
+    """Run the frozen LM head's products in `dtype` (bf16) while training: on completion
+    positions it is one big product (hidden x vocabulary) forward and one backward. The
+    loss (log-softmax, cross-entropy) stays float32 on the float32 logits it returns. Only a
+    plain frozen nn.Linear head is swapped; returns whether it was."""
+    if dtype is None:
+        return False
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    get_head = getattr(base, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    if head is None or type(head) is not nn.Linear or head.weight.requires_grad:
+        return False
+    fast = _frozen_types.setdefault(
+        nn.Linear, type("Bf16FrozenLinear", (_Bf16FrozenLinearMixin, nn.Linear), {})
+    )
+    head.__dict__["_base_dtype"] = dtype
+    head.__dict__.pop("_base_copy", None)
+    head.__class__ = fast
+    return True

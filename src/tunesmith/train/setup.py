@@ -510,6 +510,8 @@ def prepare(
         base_dtype = torch.bfloat16 if base.bf16 else None
         if spec.fused_lora and not spec.compile and (fused := fast_lora.install(model, base_dtype)):
             say(f"LoRA: {fused} layers run as one fused autograd function each")
+            if fast_lora.install_head(model, base_dtype):
+                say("LM head: bf16 products on the trained positions, float32 logits and loss")
         elif spec.adapter in ("dora", "qlora"):
             say(f"{spec.adapter}: peft's own layers (the fused LoRA path is for plain LoRA)")
         if device.type == "cpu":  # the choice and what it measured: said and kept

@@ -230,3 +230,36 @@ def test_bf16_copy_follows_a_changed_base_weight_and_uninstall_drops_it():
     torch.testing.assert_close(copy_.float(), layer.base_layer.weight, atol=0.05, rtol=1e-2)
     fast_lora.uninstall(fused)
     assert "_base_copy" not in layer.__dict__ and "_base_dtype" not in layer.__dict__
+
+
+class _WithHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(24, 50, bias=False)
+        self.head.weight.requires_grad_(False)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.head
+
+
+def test_bf16_head_while_training_float32_otherwise():
+    torch.manual_seed(2)
+    model = _WithHead()
+    reference = copy.deepcopy(model)
+    assert not fast_lora.install_head(model, None)
+    assert fast_lora.install_head(model, torch.bfloat16)
+    assert type(model.head).__name__ == "Bf16FrozenLinear"
+    x = torch.randn(6, 24, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    got, want = model.head(x), reference.head(x_ref)
+    assert got.dtype == torch.float32 and not torch.equal(got, want)  # bf16 products ran
+    torch.testing.assert_close(got, want, atol=3e-2, rtol=3e-2)
+    weights = torch.linspace(-1, 1, 50)
+    (got * weights).sum().backward()
+    (want * weights).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, atol=3e-2, rtol=3e-2)
+    assert model.head.weight.grad is None and model.head.weight.dtype == torch.float32
+    with torch.no_grad():  # validation, generation: float32, exactly
+        assert torch.equal(model.head(x), reference.head(x))
+    fast_lora.uninstall(model)
+    assert type(model.head) is nn.Linear and "_base_copy" not in model.head.__dict__

@@ -28,6 +28,7 @@ def test_a_cpu_run_records_its_base_precision(
     setup = [e.message for e in said if e.kind == "message" and e.phase == "setup"]
     assert any(m.startswith(f"frozen base products in {compute}") for m in setup), setup
     assert any(m.startswith("LoRA: 14 layers run as one fused") for m in setup)
+    assert any(m.startswith("LM head: bf16") for m in setup) is (compute == "bfloat16")
     manifest = result.run.manifest()
     assert manifest["precision"]["compute"] == compute
     assert all(math.isfinite(loss) for loss in result.losses)
