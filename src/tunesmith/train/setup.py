@@ -507,6 +507,7 @@ def prepare(
             spec.dtype, device, adapter=spec.adapter, fused=_bf16_base_path(spec),
             hidden=int(getattr(loaded.model.config, "hidden_size", 0) or 0), method=method,
         )  # fmt: skip
+        base = dist.broadcast_object(base)  # one precision for all ranks: rank 0's measurement
         base_dtype = torch.bfloat16 if base.bf16 else None
         if spec.fused_lora and not spec.compile and (fused := fast_lora.install(model, base_dtype)):
             say(f"LoRA: {fused} layers run as one fused autograd function each")

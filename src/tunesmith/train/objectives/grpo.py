@@ -17,7 +17,8 @@ the loop's rollout hook (before anything is collated):
      adapter disabled (LoRA: no second copy of the model, as for DPO; on top of an SFT
      adapter, that adapter is part of the frozen weights, so it is the reference).
 
-Then the loop's forward/backward runs GRPOLoss over prompt + completion rows. Per completion
+Then the loop's forward/backward runs GRPOLoss over prompt + completion rows, at most
+FORWARD_ROWS sequences per forward (a micro-batch is split; the sum is the same). Per completion
 token t, with ratio = exp(log pi(t) - log pi_old(t)):
 
     loss_t = -min(ratio A, clip(ratio, 1 - eps, 1 + eps) A)  +  kl_beta * KL_t
@@ -57,6 +58,10 @@ from tunesmith.train.batching import Row, collate
 from tunesmith.train.objectives.base import causal_lm_parts
 
 VAL_PROMPTS = 64  # held-out prompts scored per validation (the first ones, always the same)
+# Completions per forward/backward: a micro-batch of batch_size x K sequences is split into
+# chunks of at most this many (the gradient is the same: the loop sums over them), so the
+# activations held for the backward stay bounded however large K is.
+FORWARD_ROWS = 8
 GRADER_PARAM = "method.reinforcement.grader"
 # Statistics a rollout adds to the step (sums over completions; all-reduced by the loop).
 ROLLOUT_KEYS = (
@@ -501,6 +506,9 @@ class GRPOObjective:
         for name, values in subs.items():
             stats[f"reward/{name}"] = float(sum(values))
         ordered = [stats.get(key, 0.0) for key in self.stat_keys]
+        # every micro-batch becomes the same number of forward chunks on every rank (DDP runs
+        # them in step): ceil(batch_size x K / FORWARD_ROWS), a blank row where one is empty
+        chunks = max(1, math.ceil(ctx.spec.batch_size * k / FORWARD_ROWS))
         out: list[list[CompletionRow]] = []
         at = 0
         for m in micro:
@@ -512,7 +520,10 @@ class GRPOObjective:
                 for _ in range(k):
                     batch.append(CompletionRow(rows[at], float(adv[at]), refs[at] if refs else []))
                     at += 1
-            out.append(batch)
+            size = math.ceil(len(batch) / chunks)
+            for c in range(chunks):
+                part = batch[c * size : (c + 1) * size]
+                out.append(part or [blank_completion(m[0])])
         out[0][0].stats = ordered
         return out
 
