@@ -19,7 +19,8 @@ the loop's rollout hook (before anything is collated):
 
 Then the loop's forward/backward runs GRPOLoss over prompt + completion rows, at most
 FORWARD_ROWS sequences per forward (a micro-batch is split; the sum is the same). Per completion
-token t, with ratio = exp(log pi(t) - log pi_old(t)):
+token t, with ratio = exp(log pi(t) - log pi_old(t)) (log-probs of the distribution sampled
+from: logits / temperature, for the policy and the reference alike):
 
     loss_t = -min(ratio A, clip(ratio, 1 - eps, 1 + eps) A)  +  kl_beta * KL_t
     KL_t   = exp(ref - logp) - (ref - logp) - 1            (k3: unbiased, never negative)
@@ -225,10 +226,15 @@ def blank_completion(prompt: PromptRow) -> CompletionRow:
 
 
 def token_logps(
-    model: nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor, labels: torch.Tensor
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    position_ids: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-prob of every trained token, in row-major order, float32; its row). The LM head
-    runs on the trained positions only."""
+    """(log-prob of every trained token, in row-major order, float32; its row), under the
+    distribution the rollout sampled from (logits / `temperature`). The LM head runs on the
+    trained positions only."""
     decoder, head, softcap = causal_lm_parts(model)
     out = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False)
     hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
@@ -238,6 +244,8 @@ def token_logps(
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
     logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
     wanted = targets[mask]
     logp = logits.gather(-1, wanted[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
     return logp, mask.nonzero()[:, 0]
@@ -248,10 +256,17 @@ class GRPOLoss(nn.Module):
     {"loss": summed per-completion losses, "count", and summed statistics}."""
 
     def __init__(
-        self, model: nn.Module, *, clip_epsilon: float, kl_beta: float, keys: Sequence[str]
+        self,
+        model: nn.Module,
+        *,
+        clip_epsilon: float,
+        kl_beta: float,
+        keys: Sequence[str],
+        temperature: float = 1.0,
     ):
         super().__init__()
         self.model = model
+        self.temperature = temperature
         self.eps = clip_epsilon
         self.beta = kl_beta
         self.keys = list(keys)
@@ -267,7 +282,7 @@ class GRPOLoss(nn.Module):
         n_completions: torch.Tensor,
         old_logps: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        logp, seq = token_logps(self.model, input_ids, position_ids, labels)
+        logp, seq = token_logps(self.model, input_ids, position_ids, labels, self.temperature)
         n_tok = torch.zeros(input_ids.shape[0], device=logp.device).index_add(
             0, seq, torch.ones_like(logp)
         )
@@ -341,7 +356,13 @@ class GRPOObjective:
 
     def loss_module(self, model: nn.Module) -> nn.Module:
         o = self.options
-        return GRPOLoss(model, clip_epsilon=o.clip_epsilon, kl_beta=o.kl_beta, keys=self.stat_keys)
+        return GRPOLoss(
+            model,
+            clip_epsilon=o.clip_epsilon,
+            kl_beta=o.kl_beta,
+            keys=self.stat_keys,
+            temperature=o.temperature,
+        )
 
     def blank(self, row: PromptRow) -> PromptRow:
         return PromptRow(row.input_ids, blank=True)
@@ -463,7 +484,11 @@ class GRPOObjective:
                 chunk = list(rows[start : start + 16])
                 batch = collate(chunk, self.pad_id, ctx.device)
                 logp, seq = token_logps(
-                    model, batch["input_ids"], batch["position_ids"], batch["labels"]
+                    model,
+                    batch["input_ids"],
+                    batch["position_ids"],
+                    batch["labels"],
+                    self.options.temperature,
                 )
                 per = [[] for _ in chunk]  # type: list[list[float]]
                 for value, row in zip(logp.tolist(), seq.tolist(), strict=True):
