@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from tunesmith import __version__
 from tunesmith.server import errors
-from tunesmith.server.routes import chat, files, fine_tuning, graders, models
+from tunesmith.server.routes import chat, dashboard, files, fine_tuning, graders, models
 from tunesmith.service import ServerSettings
 
 
@@ -55,6 +55,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     errors.install(app)
     for module in (files, fine_tuning, graders, models, chat):
         app.include_router(module.router, prefix="/v1")
+    dashboard.install(app)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
