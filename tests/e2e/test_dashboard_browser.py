@@ -1,0 +1,260 @@
+"""The web dashboard at `/`, driven as a person drives it, in headless Chromium against a live
+server with the tiny model: key prompt → upload a file with a bad line (the line is shown) →
+upload good files → launch a job → the loss curve gains points while the job runs (SSE) →
+the verdict table → the playground streams answers from base and tuned → the queue lists it.
+No response is a 5xx and the browser logs no console error.
+
+Needs Debian packages `chromium` and `chromium-driver` plus the `selenium` Python package;
+skips with that reason when they are missing. Screenshots of each page go to the test's temp
+dir, and also to $TUNESMITH_DASHBOARD_SHOTS when that is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from live import Live
+from train_helpers import write_chat
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+pytestmark = [
+    pytest.mark.skipif(
+        not (CHROMIUM and DRIVER),
+        reason="needs headless Chromium: apt-get install chromium chromium-driver",
+    ),
+    pytest.mark.filterwarnings("ignore"),
+]
+
+BUDGET_S = 90.0  # the whole browser flow, training included
+
+
+@pytest.fixture
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="needs pip install selenium")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1400",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+class Shots:
+    def __init__(self, driver, *dirs: Path) -> None:
+        self.driver, self.dirs = driver, [d for d in dirs if d]
+        for d in self.dirs:
+            d.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, name: str) -> None:
+        for d in self.dirs:
+            self.driver.save_screenshot(str(d / f"{name}.png"))
+
+
+PAGE = {"driver": None}
+
+
+def _until(fn, what: str, deadline: float, every: float = 0.1):
+    while time.monotonic() < deadline:
+        try:
+            value = fn()
+        except Exception:  # an element re-rendered under us: look again
+            value = None
+        if value:
+            return value
+        time.sleep(every)
+    driver = PAGE["driver"]
+    page = driver.find_element("tag name", "body").text if driver else ""
+    raise AssertionError(f"timed out waiting for {what}; the page says:\n{page}")
+
+
+def test_dashboard_from_upload_to_playground(
+    live: Live, worker_thread, browser, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    deadline = time.monotonic() + BUDGET_S
+    PAGE["driver"] = browser
+    extra = os.environ.get("TUNESMITH_DASHBOARD_SHOTS")
+    shot = Shots(browser, tmp_path / "shots", Path(extra) if extra else None)
+    find = browser.find_element
+    text_of = lambda css: find(By.CSS_SELECTOR, css).text  # noqa: E731
+
+    bad = tmp_path / "bad <b>name<b>.jsonl"
+    good_row = {
+        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]
+    }
+    bad.write_text(
+        json.dumps(good_row)
+        + "\n"
+        + json.dumps({"messages": [{"role": "robot", "content": "<img src=x onerror=alert(1)>"}]})
+        + "\n"
+        + json.dumps(good_row)
+        + "\n"
+    )
+    train = write_chat(tmp_path / "train.jsonl", 32)
+    deadline_upload = time.monotonic() + 20
+    val = write_chat(tmp_path / "val.jsonl", 10, seed=1)
+
+    # the page asks for the key first; nothing is called without it
+    browser.get(live.url + "/")
+    key = _until(lambda: (k := find(By.ID, "key-input")).is_displayed() and k, "key", deadline)
+    key.send_keys("key-a")
+    find(By.ID, "key-save").click()
+    upload = _until(lambda: find(By.ID, "file-input"), "files page", deadline)
+    assert browser.execute_script("return sessionStorage.getItem('tunesmith.key')") == "key-a"
+
+    # a file with a bad line: the line, field and reason are shown, the name as text
+    upload.send_keys(str(bad))
+    _until(lambda: find(By.CSS_SELECTOR, "#problems tbody tr"), "the bad line", deadline)
+    cells = [
+        c.text for c in find(By.CSS_SELECTOR, "#problems tbody tr").find_elements(By.TAG_NAME, "td")
+    ]
+    assert cells[0] == "2" and "role" in cells[1] + cells[2], cells
+    assert "bad <b>name<b>.jsonl" in text_of("#report-title")
+    assert (
+        browser.execute_script("return document.querySelectorAll('main b, main img').length") == 0
+    )
+    shot("1-files-bad-line")
+
+    # good files: processed
+    for path in (train, val):
+        find(By.ID, "file-input").send_keys(str(path))
+        _until(
+            lambda p=path: (
+                p.name in text_of("#report-title") and "processed" in text_of("#file-report")
+            ),
+            f"{path.name} processed",
+            deadline_upload,
+        )
+    shot("2-files-processed")
+
+    # new job: model, files, method, hyperparameters
+    browser.get(live.url + "/#/new")
+    _until(lambda: find(By.ID, "job-model").text, "new-job form", deadline)
+    Select(find(By.ID, "job-model")).select_by_value("tiny")
+    by_name = lambda sel, name: next(  # noqa: E731
+        o for o in Select(find(By.ID, sel)).options if o.text.startswith(name + " ")
+    )
+    by_name("job-train", "train.jsonl").click()
+    by_name("job-val", "val.jsonl").click()
+    epochs = find(By.ID, "hp-n_epochs")
+    assert epochs.get_attribute("value") == "auto" and "auto" in text_of("#hp-n_epochs-help")
+    epochs.clear()
+    epochs.send_keys("1")
+    find(By.ID, "job-suffix").send_keys("dash")
+    shot("3-new-job")
+    worker_thread()
+    find(By.ID, "job-submit").click()
+    _until(lambda: "#/jobs/ftjob" in browser.current_url, "the job page", deadline)
+    job_id = browser.current_url.rsplit("/", 1)[-1]
+
+    # the loss curve gains points while the job runs (metrics events over SSE)
+    def points() -> int:  # read in one script: the chart is redrawn as events arrive
+        return int(
+            browser.execute_script(
+                "const c = document.getElementById('chart-loss');return c ? c.dataset.points : 0"
+            )
+        )
+
+    seen: set[int] = set()
+    shot_running = False
+    while True:
+        status = browser.execute_script(
+            "const f = document.getElementById('job-facts'); return f && f.dataset.status"
+        )
+        n = points()
+        if n:
+            seen.add(n)
+        if len(seen) >= 2 and not shot_running:
+            shot("4-job-running")
+            shot_running = True
+        if status in ("succeeded", "failed", "cancelled"):
+            break
+        assert time.monotonic() < deadline, f"job still {status} at the deadline"
+        time.sleep(0.1)
+    assert status == "succeeded", text_of("#job-head")
+    assert len(seen) >= 2, f"the curve never grew while the job ran: {sorted(seen)}"
+    _until(lambda: find(By.CSS_SELECTOR, "#checkpoints tbody td.num"), "checkpoints", deadline)
+    assert "train_loss" in text_of("#checkpoints")
+    assert find(By.ID, "job-cancel").get_attribute("disabled") is not None  # terminal: no cancel
+    assert "succeeded" in text_of("#events") or len(find(By.ID, "events").text) > 0
+    shot("5-job-done")
+
+    # the verdict: base vs tuned with intervals and significance
+    find(By.CSS_SELECTOR, "nav.tabs a[href$='/verdict']").click()
+    rows = _until(
+        lambda: find(By.ID, "verdict-table").find_elements(By.CSS_SELECTOR, "tbody tr"),
+        "the verdict table",
+        deadline,
+    )
+    assert rows and "(main)" in text_of("#verdict-table")
+    assert "95% CI" in text_of("#verdict-table thead")
+    assert text_of("#verdict")
+    shot("6-verdict")
+
+    # the playground streams answers from base and tuned side by side
+    find(By.CSS_SELECTOR, "nav.tabs a[href^='#/playground/']").click()
+    prompt = _until(lambda: find(By.ID, "pg-prompt"), "the playground", deadline)
+    assert Select(find(By.ID, "pg-model-base")).first_selected_option.text == "tiny"
+    tuned = Select(find(By.ID, "pg-model-tuned")).first_selected_option.text
+    assert tuned == f"ft:tiny:dash:{job_id}"
+    prompt.send_keys("Classify: refund please")
+    find(By.ID, "pg-max").clear()
+    find(By.ID, "pg-max").send_keys("8")
+    find(By.ID, "pg-send").click()
+    for slot in ("base", "tuned", "ckpt"):
+        _until(
+            lambda s=slot: find(By.ID, f"pg-out-{s}").get_attribute("data-done") == "1",
+            f"the {slot} answer",
+            deadline,
+        )
+    info = {s: text_of(f"#pg-info-{s}") for s in ("base", "tuned", "ckpt")}
+    for slot in ("base", "tuned"):  # each answered: chunks streamed and a finish reason
+        assert "finish: stop" in info[slot] or "finish: length" in info[slot], info
+    shot("7-playground")
+
+    # the queue lists the job; the filter hides it under another status
+    browser.get(live.url + "/#/queue")
+    _until(lambda: job_id in text_of("#queue"), "the queue", deadline)
+    Select(find(By.ID, "queue-filter")).select_by_value("failed")
+    assert job_id not in text_of("#queue")
+    Select(find(By.ID, "queue-filter")).select_by_value("succeeded")
+    assert job_id in text_of("#queue")
+    shot("8-queue")
+
+    # a phone-sized window still shows the job page
+    browser.set_window_size(390, 1400)
+    browser.get(live.url + f"/#/jobs/{job_id}")
+    _until(lambda: points() > 0, "the job page on a phone", deadline)
+    shot("9-job-phone")
+
+    statuses = []
+    for entry in browser.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.responseReceived":
+            response = message["params"]["response"]
+            statuses.append((response["status"], response["url"]))
+    assert statuses and not [s for s in statuses if s[0] >= 500], statuses
+    assert not any("key-a" in url for _, url in statuses)  # the key never travels in a URL
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
