@@ -24,13 +24,11 @@ from train_helpers import write_chat
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 
-pytestmark = [
-    pytest.mark.skipif(
-        not (CHROMIUM and DRIVER),
-        reason="needs headless Chromium: apt-get install chromium chromium-driver",
-    ),
-    pytest.mark.filterwarnings("ignore"),
-]
+pytestmark = pytest.mark.filterwarnings("ignore")
+needs_browser = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER),
+    reason="needs headless Chromium: apt-get install chromium chromium-driver",
+)
 
 BUDGET_S = 90.0  # the whole browser flow, training included
 
@@ -86,6 +84,31 @@ def _until(fn, what: str, deadline: float, every: float = 0.1):
     raise AssertionError(f"timed out waiting for {what}; the page says:\n{page}")
 
 
+def test_dashboard_is_served_from_the_package_without_a_key(tmp_path: Path) -> None:
+    """Where no browser runs: `/` is the page (under a strict CSP) and its assets come from
+    the package; serving them needs no key, while the API behind them still does."""
+    from fastapi.testclient import TestClient
+
+    from tunesmith.server import create_app
+    from tunesmith.service import ServerSettings
+
+    app = create_app(ServerSettings(home=tmp_path / "home", api_keys="p:k"))
+    with TestClient(app) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        csp = page.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "connect-src 'self'" in csp
+        assert 'src="/dashboard/app.js"' in page.text and "https://" not in page.text
+        for asset, kind in (("app.js", "javascript"), ("app.css", "text/css")):
+            got = client.get(f"/dashboard/{asset}")
+            assert got.status_code == 200 and kind in got.headers["content-type"], asset
+            text = got.text.replace("http://www.w3.org/2000/svg", "")  # a namespace, not a URL
+            assert "https://" not in text and "http://" not in text  # offline: no CDN
+        assert client.get("/dashboard/../app.py").status_code == 404
+        assert client.get("/v1/models").status_code == 401
+
+
+@needs_browser
 def test_dashboard_from_upload_to_playground(
     live: Live, worker_thread, browser, tmp_path: Path
 ) -> None:
@@ -118,6 +141,7 @@ def test_dashboard_from_upload_to_playground(
     # the page asks for the key first; nothing is called without it
     browser.get(live.url + "/")
     key = _until(lambda: (k := find(By.ID, "key-input")).is_displayed() and k, "key", deadline)
+    shot("0-key-prompt")
     key.send_keys("key-a")
     find(By.ID, "key-save").click()
     upload = _until(lambda: find(By.ID, "file-input"), "files page", deadline)
@@ -197,7 +221,7 @@ def test_dashboard_from_upload_to_playground(
     _until(lambda: find(By.CSS_SELECTOR, "#checkpoints tbody td.num"), "checkpoints", deadline)
     assert "train_loss" in text_of("#checkpoints")
     assert find(By.ID, "job-cancel").get_attribute("disabled") is not None  # terminal: no cancel
-    assert "succeeded" in text_of("#events") or len(find(By.ID, "events").text) > 0
+    assert "Checkpoint created" in text_of("#events") and "completed" in text_of("#events")
     shot("5-job-done")
 
     # the verdict: base vs tuned with intervals and significance

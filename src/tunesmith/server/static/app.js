@@ -213,9 +213,14 @@ function chart(id, title, series, { yLabel = "", xLabel = "step" } = {}) {
     svg.append(el("svg:line", { x1: L, x2: W - R, y1: sy(y), y2: sy(y), class: "grid" }));
     svg.append(el("svg:text", { x: L - 6, y: sy(y) + 4, "text-anchor": "end", class: "tick" }, fmtNum(y, 3)));
   }
+  const whole = all.every((p) => Number.isInteger(p[0])); // steps: whole-number ticks only
+  const xs = new Set();
   for (let i = 0; i <= 4; i++) {
     const x = x0 + ((x1 - x0) * i) / 4;
-    svg.append(el("svg:text", { x: sx(x), y: H - B + 16, "text-anchor": "middle", class: "tick" }, fmtNum(Math.round(x * 10) / 10, 4)));
+    xs.add(whole ? Math.round(x) : Math.round(x * 10) / 10);
+  }
+  for (const x of xs) {
+    svg.append(el("svg:text", { x: sx(x), y: H - B + 16, "text-anchor": "middle", class: "tick" }, fmtNum(x, 4)));
   }
   svg.append(el("svg:text", { x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle", class: "axis" }, xLabel));
   if (yLabel) svg.append(el("svg:text", { x: 12, y: T + (H - T - B) / 2, class: "axis", transform: `rotate(-90 12 ${T + (H - T - B) / 2})`, "text-anchor": "middle" }, yLabel));
