@@ -260,6 +260,7 @@ def test_dashboard_from_upload_to_playground(
     # the queue lists the job; the filter hides it under another status
     browser.get(live.url + "/#/queue")
     _until(lambda: job_id in text_of("#queue"), "the queue", deadline)
+    _until(lambda: "valid_loss" in text_of("#queue"), "the job's main metric", deadline)
     Select(find(By.ID, "queue-filter")).select_by_value("failed")
     assert job_id not in text_of("#queue")
     Select(find(By.ID, "queue-filter")).select_by_value("succeeded")

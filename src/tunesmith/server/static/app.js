@@ -681,6 +681,19 @@ async function pageQueue() {
   const filter = el("select", { id: "queue-filter" }, statuses.map((s) => el("option", { value: s }, s)));
   const tbody = el("tbody");
   const now = Date.now() / 1000;
+  const signal = leaving.signal;
+  const metricOf = new Map(); // job id -> its newest checkpoint's main metric, as text
+  // The main metric of a job: its newest checkpoint's held-out figure, else its training one.
+  const MAIN = ["valid_loss", "valid_reward", "valid_preference_accuracy", "train_loss", "train_reward"];
+  async function metric(j, cell) {
+    if (!metricOf.has(j.id)) {
+      const page = await api(`/fine_tuning/jobs/${encodeURIComponent(j.id)}/checkpoints?limit=1`, { signal }).catch(() => null);
+      const m = (page && page.data[0] && page.data[0].metrics) || {};
+      const name = MAIN.find((n) => typeof m[n] === "number");
+      metricOf.set(j.id, name ? `${name} ${fmtNum(m[name])} (step ${page.data[0].step_number})` : "—");
+    }
+    cell.textContent = metricOf.get(j.id);
+  }
   function draw() {
     const want = filter.value;
     const shown = jobs.filter((j) => want === "all" || j.status === want);
@@ -691,15 +704,18 @@ async function pageQueue() {
       el("td", {}, fmtTime(j.created_at)),
       el("td", { class: "num" }, fmtDuration((j.finished_at || now) - j.created_at)),
       el("td", { class: "num" }, j.trained_tokens ?? "—"),
+      el("td", { class: "small", "data-metric": j.id }, "…"),
       el("td", { class: "mono small" }, j.fine_tuned_model || (j.error ? j.error.message : "—")))));
-    if (!shown.length) tbody.append(el("tr", {}, el("td", { colspan: 8, class: "muted" }, "No jobs.")));
+    if (!shown.length) tbody.append(el("tr", {}, el("td", { colspan: 9, class: "muted" }, "No jobs.")));
+    const cells = [...tbody.querySelectorAll("td[data-metric]")];
+    shown.forEach((j, i) => (i < 40 ? metric(j, cells[i]) : (cells[i].textContent = "—")));
   }
   filter.addEventListener("change", draw);
   draw();
   view.replaceChildren(el("h1", {}, "Queue"),
     el("div", { class: "row" }, el("label", { for: "queue-filter" }, "Status "), filter, el("a", { href: "#/new", class: "button" }, "New job")),
     el("div", { class: "scroll" }, el("table", { id: "queue" },
-      el("thead", {}, el("tr", {}, ["Job", "Status", "Model", "Method", "Created", "Duration", "Trained tokens", "Result"].map((h) => el("th", { scope: "col" }, h)))), tbody)));
+      el("thead", {}, el("tr", {}, ["Job", "Status", "Model", "Method", "Created", "Duration", "Trained tokens", "Main metric", "Result"].map((h) => el("th", { scope: "col" }, h)))), tbody)));
 }
 
 // ---------------------------------------------------------------------------------- router
