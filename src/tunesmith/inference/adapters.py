@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import ModelError
+from tunesmith.inference.loading import LOADING
 from tunesmith.inference.multi_lora import MultiLora
 
 
@@ -130,7 +131,7 @@ class AdapterSet:
 
         device = next(self.model.parameters()).device
         try:
-            with self.lock, warnings.catch_warnings():
+            with LOADING, self.lock, warnings.catch_warnings():  # LOADING first: loading.py
                 warnings.simplefilter("ignore", FutureWarning)  # peft on newer transformers
                 if isinstance(self.model, PeftModel):
                     self.model.load_adapter(

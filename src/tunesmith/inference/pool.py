@@ -30,6 +30,7 @@ from tunesmith.inference.batch import BASE
 from tunesmith.inference.completion import Completion, TextStream
 from tunesmith.inference.engine import GenerationSettings
 from tunesmith.inference.layout import transpose_linear_storage
+from tunesmith.inference.loading import LOADING
 from tunesmith.inference.packed import Precision, choose, pack_linears
 from tunesmith.inference.sampling import Sampler
 from tunesmith.inference.scheduler import Request, Scheduler, results
@@ -243,15 +244,16 @@ class ModelPool:
             return model
 
     def _load(self, key: str, load_name: str, merge: bool) -> _Model:
-        loaded = load_model(load_name, **self._load_kwargs)
-        if merge:  # DoRA: its own model, the adapter folded into the weights
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                loaded.model = loaded.model.merge_and_unload()
-            loaded.model.eval()
-        if choose(self.precision, loaded.device):  # int8 weights: decoding reads 1/4 the bytes
-            pack_linears(loaded.model)
-        transpose_linear_storage(loaded.model)  # CPU only: faster batched decoding (layout.py)
+        with LOADING:  # one load at a time in this process (loading.py)
+            loaded = load_model(load_name, **self._load_kwargs)
+            if merge:  # DoRA: its own model, the adapter folded into the weights
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    loaded.model = loaded.model.merge_and_unload()
+                loaded.model.eval()
+            if choose(self.precision, loaded.device):  # int8 weights: decoding reads 1/4 the bytes
+                pack_linears(loaded.model)
+            transpose_linear_storage(loaded.model)  # CPU only: faster batched decoding (layout.py)
         lock = threading.Lock()
         adapters = AdapterSet(
             loaded.model, lock=lock, capacity=self.max_adapters, fused=self.fused_lora

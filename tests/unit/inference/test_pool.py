@@ -128,3 +128,41 @@ def test_unknown_models_are_model_errors(pool) -> None:
 
     with pytest.raises(ModelError):
         pool.get("no/such-model-here")
+
+
+def _first_requests_at_once(pool: ModelPool, targets: list[str], ids: list[int]) -> dict:
+    import threading
+
+    gate = threading.Barrier(len(targets))
+    answers: dict[str, object] = {}
+
+    def first(target: str) -> None:
+        gate.wait()
+        try:
+            answers[target] = pool.get(target).complete(ids, GREEDY)
+        except Exception as exc:  # the assertion names it
+            answers[target] = exc
+
+    threads = [threading.Thread(target=first, args=(t,)) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return answers
+
+
+def test_first_requests_for_several_models_at_once_all_load(
+    tiny_model_dir, adapter_dirs, dora_dir, prompts
+) -> None:
+    """transformers builds a model on the meta device through process-wide state, so two
+    loads at once in one process broke each other ("Cannot copy out of meta tensor"); the
+    pool loads one model (or adapter) at a time, whatever the requests' order."""
+    targets = [str(tiny_model_dir), str(adapter_dirs[0]), str(dora_dir), str(adapter_dirs[1])]
+    for _ in range(3):  # a race: a few rounds, each on a fresh pool
+        pool = ModelPool(4, wait_ms=5)
+        try:
+            answers = _first_requests_at_once(pool, targets, prompts[0])
+        finally:
+            pool.close()
+        assert len(answers) == len(targets)
+        assert all(isinstance(a, Completion) for a in answers.values()), answers
