@@ -478,13 +478,19 @@ class Worker:
                     {
                         "level": LEVELS.get(event.level, "info"),
                         "type": "message",
-                        "message": event.message[:2000],
+                        "message": self._public(event.message, job, run)[:2000],
                         "created_at": int(event.timestamp),
                     }
                 )
         if rows:
             repo.add_events(self.store, job.id, rows)
         return offset + len(chunk[:end].encode("utf-8")), total, last
+
+    def _public(self, message: str, job: JobRecord, run: RunDir) -> str:
+        """A training message as the job's owner may read it: no server paths (the run's
+        directory becomes the job id, anything else under our home `$TUNESMITH_HOME`)."""
+        message = message.replace(str(run.path), job.id)
+        return message.replace(str(self.settings.home), "$TUNESMITH_HOME")
 
     def _resolve(self, job: JobRecord, run: RunDir) -> bool:
         """Once the run has resolved its spec (RUN/config.yaml, written with its manifest, so

@@ -86,6 +86,9 @@ def test_the_whole_protocol_through_the_sdk(live: Live, worker_thread, tmp_path:
     assert metrics and {"step", "total_steps", "train_loss"} <= set(metrics[0]["data"])
     assert any("valid_loss" in e["data"] for e in metrics)
     assert [m["data"]["step"] for m in metrics] == sorted(m["data"]["step"] for m in metrics)
+    said = [e.message for e in paged]
+    assert any(m.startswith("final adapter: ") for m in said)  # named by the job, not a path
+    assert not any(str(live.settings.home) in m for m in said)
 
     # checkpoints are models
     ckpts = list(client.fine_tuning.jobs.checkpoints.list(job.id))
@@ -120,11 +123,17 @@ def test_the_whole_protocol_through_the_sdk(live: Live, worker_thread, tmp_path:
         assert pieces[-1].usage.completion_tokens == reply.usage.completion_tokens
 
     # the verdict of the job (our extension) is there
-    verdict = httpx.get(
+    answer = httpx.get(
         f"{live.url}/v1/fine_tuning/jobs/{job.id}/evaluation",
         headers={"Authorization": "Bearer key-a"},
-    ).json()
+    )
+    verdict = answer.json()
     assert verdict["fine_tuning_job_id"] == job.id and "metrics" in verdict
+    # public names only: no server path (our storage, the run, the base model's directory)
+    assert str(live.settings.home) not in answer.text
+    assert live.settings.models["tiny"] not in answer.text
+    assert verdict["base_model"] == "tiny" and verdict["tuned_model"] == done.fine_tuned_model
+    assert verdict["data"] == val.id
 
     # pagination of jobs and files through the SDK iterators; the metadata filter
     extra = [_job(client, train.id, hyper={"n_epochs": 1}).id for _ in range(2)]

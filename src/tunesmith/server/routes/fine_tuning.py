@@ -314,4 +314,32 @@ def evaluation(request: Request, job_id: str, project: str = Depends(project_of)
             f"job {job_id} has no evaluation yet (it needs a validation_file and a finished run)",
             code="evaluation_not_found",
         )
-    return {"object": "fine_tuning.job.evaluation", "fine_tuning_job_id": job.id, **result}
+    return {
+        "object": "fine_tuning.job.evaluation",
+        "fine_tuning_job_id": job.id,
+        **_public_evaluation(result, job),
+    }
+
+
+def _public_evaluation(result: dict[str, Any], job: Any) -> dict[str, Any]:
+    """The comparison as a client may see it: the run wrote server paths (the base model's
+    directory, the run's final adapter, the validation file under our storage, each sample's
+    file:line); a client gets the job's public names and line numbers instead."""
+    out = dict(result)
+    if out.get("base_model") is not None:
+        out["base_model"] = job.model
+    if "tuned_model" in out:
+        out["tuned_model"] = job.fine_tuned_model or job.id
+    if "data" in out:
+        out["data"] = job.validation_file
+    samples = out.get("samples")
+    if isinstance(samples, list):
+        out["samples"] = [_public_sample(s) for s in samples]
+    return out
+
+
+def _public_sample(sample: Any) -> Any:
+    if not isinstance(sample, dict) or not isinstance(sample.get("source"), str):
+        return sample
+    _, _, line = sample["source"].rpartition(":")
+    return {**sample, "source": f"line {line}" if line.isdigit() else None}
