@@ -7,43 +7,22 @@ skips with that reason when they are missing.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
+from browser import chromium, needs_browser
+
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "eval"))  # sample_comparison
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER),
-    reason="needs headless Chromium: apt-get install chromium chromium-driver",
-)
+pytestmark = needs_browser
 
 
 @pytest.fixture
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="needs pip install selenium")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,2000",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    try:
+    with chromium("1280,2000") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_rendered_report_shows_plots_table_and_samples(browser, tmp_path) -> None:
