@@ -120,7 +120,7 @@ def compare_models(
     prompt-cost view (the base model answering with that system prompt instead), on the first
     `prompt_cost_limit` examples when set. Progress is reported to `on_event` per phase
     (`generate:base`, `generate:tuned`, `loss:*`, `forgetting:*`, `generate:base-long-prompt`)."""
-    from tunesmith.eval.forgetting import DEFAULT_THRESHOLD, check_forgetting
+    from tunesmith.eval.forgetting import forgetting_for_comparison
 
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -198,17 +198,9 @@ def compare_models(
         comparisons.update(_loss_comparisons(b_loss, t_loss, seed))
         timings["loss_seconds"] = time.perf_counter() - t
 
-    forgetting = None
-    if base_lm is not None and reference is not False:
-        t = time.perf_counter()
-        forgetting = check_forgetting(
-            base_lm,
-            tuned_lm,
-            source=None if reference is None or reference is True else reference,
-            threshold=DEFAULT_THRESHOLD if forgetting_threshold is None else forgetting_threshold,
-            on_event=on_event,
-        )
-        timings["forgetting_seconds"] = time.perf_counter() - t
+    forgetting = forgetting_for_comparison(
+        base_lm, tuned_lm, reference, forgetting_threshold, timings, on_event
+    )
 
     prompt_cost = None
     if long_prompt and base_lm is not None:

@@ -233,3 +233,30 @@ def check_forgetting(
         for who, lm in (("base", base_model), ("tuned", tuned_model))
     )
     return forgetting_from_losses(base, tuned, source=label, threshold=threshold)
+
+
+def forgetting_for_comparison(
+    base_model: Any,
+    tuned_model: Any,
+    reference: str | Path | bool | None,
+    threshold: float | None,
+    timings: dict[str, float],
+    on_event: Reporter | None = None,
+) -> ForgettingResult | None:
+    """The forgetting check as every comparison runs it: not without a base model or with
+    `reference=False`; `reference` None/True is the bundled set, else a source; its time goes
+    into `timings["forgetting_seconds"]`."""
+    import time
+
+    if base_model is None or reference is False:
+        return None
+    start = time.perf_counter()
+    result = check_forgetting(
+        base_model,
+        tuned_model,
+        source=None if reference is None or reference is True else reference,
+        threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
+        on_event=on_event,
+    )
+    timings["forgetting_seconds"] = time.perf_counter() - start
+    return result

@@ -203,7 +203,7 @@ def reward_comparison(
 ) -> ComparisonResult:
     """Mean grader reward on held-out prompts, tuned vs base (paired bootstrap), plus the
     forgetting check unless `reference=False`. Names, paths or LoadedModels."""
-    from tunesmith.eval.forgetting import DEFAULT_THRESHOLD, check_forgetting
+    from tunesmith.eval.forgetting import forgetting_for_comparison
     from tunesmith.graders import build_grader_object, sub_grader_names
 
     if not prompts:
@@ -271,17 +271,9 @@ def reward_comparison(
             row.base_output = base_out[i][0]
             row.base_scores = {name: b_rewards[i]}
         examples.append(row)
-    forgetting = None
-    if base_lm is not None and reference is not False:
-        t = time.perf_counter()
-        forgetting = check_forgetting(
-            base_lm,
-            tuned_lm,
-            source=None if reference is None or reference is True else reference,
-            threshold=DEFAULT_THRESHOLD if forgetting_threshold is None else forgetting_threshold,
-            on_event=on_event,
-        )
-        timings["forgetting_seconds"] = time.perf_counter() - t
+    forgetting = forgetting_for_comparison(
+        base_lm, tuned_lm, reference, forgetting_threshold, timings, on_event
+    )
     timings["total_seconds"] = time.perf_counter() - t_all
     if t_err or b_err:
         events.reporter(on_event)(
