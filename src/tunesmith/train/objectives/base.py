@@ -22,7 +22,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import torch
 from torch import nn
+
+from tunesmith.data.tokenize import IGNORE_INDEX
 
 
 class Objective(Protocol):
@@ -56,3 +59,29 @@ def causal_lm_parts(model: Any) -> tuple[nn.Module, nn.Module, float | None]:
         raise TypeError(f"{type(base).__name__} has no decoder / output embedding to train")
     softcap = getattr(base.config, "final_logit_softcapping", None)
     return decoder, head, softcap
+
+
+def token_logps(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    position_ids: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-prob of every trained token, in row-major order, float32; its row), under the
+    distribution the rollout sampled from (logits / `temperature`). The LM head runs on the
+    trained positions only."""
+    decoder, head, softcap = causal_lm_parts(model)
+    out = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False)
+    hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
+    targets = labels[:, 1:]
+    mask = targets != IGNORE_INDEX
+    logits = head(hidden[:, :-1][mask])
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    wanted = targets[mask]
+    logp = logits.gather(-1, wanted[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
+    return logp, mask.nonzero()[:, 0]

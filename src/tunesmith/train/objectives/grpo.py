@@ -56,7 +56,7 @@ from torch import nn
 from tunesmith.data.tokenize import IGNORE_INDEX
 from tunesmith.errors import ConfigError
 from tunesmith.train.batching import Row, collate
-from tunesmith.train.objectives.base import causal_lm_parts
+from tunesmith.train.objectives.base import token_logps
 
 VAL_PROMPTS = 64  # held-out prompts scored per validation (the first ones, always the same)
 # Completions per forward/backward: a micro-batch of batch_size x K sequences is split into
@@ -223,32 +223,6 @@ def blank_completion(prompt: PromptRow) -> CompletionRow:
 # ---------------------------------------------------------------------------------------------
 # The loss
 # ---------------------------------------------------------------------------------------------
-
-
-def token_logps(
-    model: nn.Module,
-    input_ids: torch.Tensor,
-    position_ids: torch.Tensor,
-    labels: torch.Tensor,
-    temperature: float = 1.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-prob of every trained token, in row-major order, float32; its row), under the
-    distribution the rollout sampled from (logits / `temperature`). The LM head runs on the
-    trained positions only."""
-    decoder, head, softcap = causal_lm_parts(model)
-    out = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False)
-    hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
-    targets = labels[:, 1:]
-    mask = targets != IGNORE_INDEX
-    logits = head(hidden[:, :-1][mask])
-    if softcap:
-        logits = torch.tanh(logits / softcap) * softcap
-    logits = logits.float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    wanted = targets[mask]
-    logp = logits.gather(-1, wanted[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
-    return logp, mask.nonzero()[:, 0]
 
 
 class GRPOLoss(nn.Module):

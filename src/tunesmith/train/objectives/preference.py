@@ -23,7 +23,7 @@ from torch import nn
 
 from tunesmith.data.tokenize import IGNORE_INDEX
 from tunesmith.train.batching import Row, blank_row, collate
-from tunesmith.train.objectives.base import causal_lm_parts
+from tunesmith.train.objectives.base import token_logps
 
 
 @dataclass
@@ -85,20 +85,10 @@ def completion_logps(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed log-prob of each sequence's trained tokens, their number), float32, shape (N,).
     The LM head runs on the trained positions only."""
-    decoder, head, softcap = causal_lm_parts(model)
-    out = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False)
-    hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
-    targets = labels[:, 1:]
-    mask = targets != IGNORE_INDEX
-    logits = head(hidden[:, :-1][mask])
-    if softcap:
-        logits = torch.tanh(logits / softcap) * softcap
-    logits = logits.float()
-    wanted = targets[mask]
-    token_logps = logits.gather(-1, wanted[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
-    seq = mask.nonzero()[:, 0]  # the sequence of each selected position (row-major order)
+    token_lp, seq = token_logps(model, input_ids, position_ids, labels)
+    mask = labels[:, 1:] != IGNORE_INDEX
     sums = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=input_ids.device)
-    return sums.index_add(0, seq, token_logps), mask.sum(dim=1)
+    return sums.index_add(0, seq, token_lp), mask.sum(dim=1)
 
 
 def split_pairs(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
