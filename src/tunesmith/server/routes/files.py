@@ -1,10 +1,13 @@
-"""/v1/files: upload (multipart), list, retrieve, delete, content.
+"""/v1/files: upload (multipart), list, retrieve, delete, content, and our extension
+`/validation` (the validator's whole report: every bad line, token statistics, a preview).
 
 An upload is stored under a generated id (the user's file name is kept for display only and
 never touches a path), streamed to disk in chunks against the size limit (413 beyond it), and
 validated at once by the data validator (server/filecheck.py): the file's `status` is
 `processed` or `error`, and `status_details` names the bad lines ("line 7: messages[1].role:
-unknown role 'robot'").
+unknown role 'robot'"). `GET /v1/files/{id}/validation` is the full report behind that line;
+with `?model=NAME` (an offered base model) it adds token statistics and the trained-token
+preview of the first examples under that model's chat template (computed once, then kept).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from fastapi.responses import FileResponse
 
 from tunesmith.server.auth import project_of
 from tunesmith.server.errors import ApiError, not_found
-from tunesmith.server.filecheck import validate_upload
+from tunesmith.server.filecheck import public_report, report_cache, token_report, validate_upload
 from tunesmith.server.schemas import file_object, page
 from tunesmith.store import repo
 from tunesmith.store.ids import new_id
@@ -139,6 +142,9 @@ def delete(request: Request, file_id: str, project: str = Depends(project_of)) -
     if record is None:
         raise not_found("file", file_id)
     Path(record.path).unlink(missing_ok=True)
+    import shutil
+
+    shutil.rmtree(report_cache(request.app.state.settings, record.id), ignore_errors=True)
     return {"id": record.id, "object": "file", "deleted": True}
 
 
@@ -148,3 +154,41 @@ def content(request: Request, file_id: str, project: str = Depends(project_of)) 
     if record is None or not Path(record.path).is_file():
         raise not_found("file", file_id)
     return FileResponse(record.path, media_type="application/octet-stream")
+
+
+@router.get("/files/{file_id}/validation")
+def validation(
+    request: Request,
+    file_id: str,
+    model: str | None = Query(None, max_length=256),
+    project: str = Depends(project_of),
+) -> dict[str, Any]:
+    """Our extension: the file's validation report. Without `model`: the upload's reading
+    (structure; no tokenizer). With `model`: validated again under that base model's tokenizer
+    and chat template, with token statistics and a trained-token preview."""
+    settings = request.app.state.settings
+    record = repo.get_file(request.app.state.store, project, file_id)
+    if record is None:
+        raise not_found("file", file_id)
+    report = record.report
+    if model is not None:
+        if model not in settings.models:
+            offered = ", ".join(sorted(settings.models))
+            raise ApiError(
+                400,
+                f"model {model!r} is not offered here (offered: {offered})",
+                code="model_not_available",
+                param="model",
+            )
+        if not Path(record.path).is_file():
+            raise not_found("file", file_id)
+        report = token_report(settings, record, model)
+    return {
+        "object": "file.validation",
+        "file_id": record.id,
+        "filename": record.filename,
+        "status": record.status,
+        "status_details": record.status_details,
+        "model": model,
+        **public_report(record, report, settings, model),
+    }
