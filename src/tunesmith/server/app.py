@@ -52,6 +52,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         precision=settings.serve_precision,
     )
     app.state.started = time.time()
+    app.state.estimates = {}  # recent job estimates (server/estimates.py)
     errors.install(app)
     for module in (files, fine_tuning, graders, models, chat):
         app.include_router(module.router, prefix="/v1")

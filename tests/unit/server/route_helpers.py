@@ -17,9 +17,10 @@ GOOD_ROW = {
 }
 
 
-def chat_rows(n: int) -> bytes:
+def chat_rows(n: int, start: int = 0) -> bytes:
+    """`n` distinct chat rows (JSONL); another `start` gives rows none of these repeat."""
     rows = []
-    for i in range(n):
+    for i in range(start, start + n):
         row = json.loads(json.dumps(GOOD_ROW))
         row["messages"][0]["content"] += f" (order {i})"
         rows.append(json.dumps(row))

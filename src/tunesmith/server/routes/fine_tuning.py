@@ -1,5 +1,7 @@
 """/v1/fine_tuning/jobs: create, list, retrieve, cancel, pause, resume, events (paged or as
-Server-Sent Events), checkpoints, and our extension `/evaluation` (the base-vs-tuned verdict).
+Server-Sent Events), checkpoints, and our extensions `/evaluation` (the base-vs-tuned verdict) and
+`POST /v1/tunesmith/fine_tuning/estimates` (the job-creation body: what the job would train
+with, `auto` resolved and explained, and how long it would take, before it is launched).
 
 `method` is OpenAI's: `supervised`, `dpo` (hyperparameters + beta) or `reinforcement` (a
 grader object + hyperparameters); a bad grader, a block for another type or a method this
@@ -123,17 +125,22 @@ def _method(request: Request, body: JobCreate) -> dict[str, Any]:
     return method
 
 
-@router.post("/fine_tuning/jobs")
-def create(request: Request, body: JobCreate, project: str = Depends(project_of)) -> dict[str, Any]:
-    settings, store = request.app.state.settings, request.app.state.store
-    if body.model not in settings.models:
+def _check_model(request: Request, model: str) -> None:
+    settings = request.app.state.settings
+    if model not in settings.models:
         offered = ", ".join(sorted(settings.models))
         raise ApiError(
             400,
-            f"model {body.model!r} cannot be fine-tuned here (offered: {offered})",
+            f"model {model!r} cannot be fine-tuned here (offered: {offered})",
             code="model_not_available",
             param="model",
         )
+
+
+@router.post("/fine_tuning/jobs")
+def create(request: Request, body: JobCreate, project: str = Depends(project_of)) -> dict[str, Any]:
+    store = request.app.state.store
+    _check_model(request, body.model)
     method = _method(request, body)
     train = _check_file(request, project, body.training_file, "training_file")
     val = _check_file(request, project, body.validation_file, "validation_file")
@@ -173,6 +180,53 @@ def create(request: Request, body: JobCreate, project: str = Depends(project_of)
         [{"level": "info", "message": "Files validated; job queued", "type": "message"}],
     )
     return job_object(queued or repo.get_job(store, project, job.id) or job)
+
+
+@router.post("/tunesmith/fine_tuning/estimates")
+def estimate(
+    request: Request, body: JobCreate, project: str = Depends(project_of)
+) -> dict[str, Any]:
+    """Our extension: the job this body would create, before it is created — its files checked
+    as creating it checks them (a file the method cannot train on is a 400 here, where the job
+    would fail), the automatic hyperparameters resolved with their reasons, the values the
+    request or the operator fixes, and the time estimate (server/estimates.py)."""
+    from tunesmith.server.estimates import estimate as make_estimate
+    from tunesmith.server.filecheck import scrubber
+
+    settings = request.app.state.settings
+    _check_model(request, body.model)
+    method = _method(request, body)
+    train = _check_file(request, project, body.training_file, "training_file")
+    val = _check_file(request, project, body.validation_file, "validation_file")
+    for record, param in ((train, "training_file"), (val, "validation_file")):
+        error = file_problem(record, param, method["type"]) if record is not None else None
+        if error is not None:
+            raise ApiError(400, error["message"], code=error["code"], param=param)
+    hyper = body.hyper()
+    out = make_estimate(
+        settings,
+        request.app.state.estimates,
+        model=body.model,
+        method=method["type"],
+        hyper=hyper,
+        train=train,
+        validation=val,
+    )
+    scrub = scrubber(
+        [
+            *((str(r.path), r.filename) for r in (train, val) if r is not None),
+            (str(settings.models[body.model]), body.model),
+            (str(settings.home), "$TUNESMITH_HOME"),
+        ]
+    )
+    return {
+        "object": "tunesmith.fine_tuning.estimate",
+        "model": body.model,
+        "training_file": body.training_file,
+        "validation_file": body.validation_file,
+        "method": method["type"],
+        **scrub(out),
+    }
 
 
 @router.get("/fine_tuning/jobs")
