@@ -17,12 +17,13 @@ from fastapi import FastAPI
 
 from tunesmith import __version__
 from tunesmith.server import errors
-from tunesmith.server.routes import chat, dashboard, files, fine_tuning, graders, models
+from tunesmith.server.routes import chat, dashboard, exports, files, fine_tuning, graders, models
 from tunesmith.service import ServerSettings
 
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     from tunesmith.inference.pool import ModelPool
+    from tunesmith.server.exports import Exports
     from tunesmith.store.db import Store
 
     settings = settings or ServerSettings()
@@ -32,6 +33,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        app.state.exports.close()
         app.state.pool.close()
         store.close()
 
@@ -53,8 +55,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     )
     app.state.started = time.time()
     app.state.estimates = {}  # recent job estimates (server/estimates.py)
+    app.state.exports = Exports(settings)
     errors.install(app)
-    for module in (files, fine_tuning, graders, models, chat):
+    for module in (files, fine_tuning, exports, graders, models, chat):
         app.include_router(module.router, prefix="/v1")
     dashboard.install(app)
 

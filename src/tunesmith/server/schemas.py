@@ -171,6 +171,14 @@ class JobCreate(_Body):
         return out
 
 
+class ExportCreate(_Body):
+    """Our extension: `POST /v1/fine_tuning/jobs/{id}/exports`. `hf` is the merged model as
+    safetensors (float32, downloaded as one zip), `gguf` a q8_0 GGUF with its Ollama
+    Modelfile — the CLI's defaults; `tunesmith export` offers the other quantisations."""
+
+    format: Literal["hf", "gguf"]
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant"]
