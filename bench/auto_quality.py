@@ -50,7 +50,8 @@ Targets (issue 12): `auto` within 2 points of the sweep's best cell; `auto` trai
 examples, the cells e1-lr2e-4 and auto: a smoke test of the whole pipeline, not a measurement.
 Results: printed, and written (after every cell, atomically) to
 bench/results/auto_quality-<UTC time>.json; --resume-json continues such a file, skipping the
-cells it already holds (failed cells are run again).
+cells it already holds (failed cells, and those named by --rerun, are run again; the new
+record replaces the old one).
 """
 
 from __future__ import annotations
@@ -834,6 +835,11 @@ def main() -> None:
     )
     p.add_argument("--quick", action="store_true", help="smoke run: tiny model, 40 examples")
     p.add_argument("--resume-json", type=Path, help="continue this results file")
+    p.add_argument(
+        "--rerun",
+        default="",
+        help="with --resume-json: run these cells again (e.g. auto, once its rule changed)",
+    )
     p.add_argument("--bigbench-sdist", type=Path, help=f"a local {BIGBENCH_SDIST}")
     p.add_argument("--cache", type=Path, default=CACHE, help="data cache (git-ignored)")
     p.add_argument("--keep-runs", type=Path, help="keep the run directories here")
@@ -951,7 +957,12 @@ def run(args: argparse.Namespace, names: list[str], cells: list[str], tmp: Path)
             if ds.get(key):
                 print(f"    {key}: " + ", ".join(f"{k} {v}" for k, v in ds[key].items()))
 
-    done = {(c["dataset"], c["cell"]) for c in report["cells"] if "error" not in c}
+    rerun = {canonical_cell(c.strip()) for c in args.rerun.split(",") if c.strip()}
+    done = {
+        (c["dataset"], c["cell"])
+        for c in report["cells"]
+        if "error" not in c and c["cell"] not in rerun
+    }
     todo = [job for job in plan(names, cells, args.order) if job not in done]
     skipped = len(plan(names, cells, args.order)) - len(todo)
     print(f"cells: {len(todo)} to run" + (f", {skipped} already in {out}" if skipped else ""))
