@@ -190,6 +190,7 @@ def validate_data(
     estimate: bool = True,
     method: str | None = "supervised",
     dedupe: bool = False,
+    time_budget: str | float | None = None,
     on_event: Reporter | None = None,
 ) -> ValidationReport:
     """Validate a data file (`tunesmith data validate`) and return its `ValidationReport`.
@@ -202,6 +203,8 @@ def validate_data(
     `report.methods` says which training methods can use the data; the one training would use
     (`method`, supervised by default; None: no judgement) must fit, else it is an error.
     Exact duplicates are warnings; `dedupe=True` drops the repeats as training would.
+    The estimate covers the run (setup, steps, in-run validation) and the comparison after it;
+    with `time_budget` (seconds or "5m") it says what the budget cuts.
     """
     from tunesmith.config import DEFAULT_MAX_SEQ_LEN
     from tunesmith.data.methods import method_type
@@ -219,6 +222,13 @@ def validate_data(
         max_seq_len=max_seq_len,
         path=Path(path),
         validation=Path(validation) if validation else None,
+    )
+    from tunesmith.config import validate_spec
+
+    # what the estimate plans with: training's own spec (a bad adapter or budget fails here)
+    spec = validate_spec(
+        {"adapter": adapter, "time_budget": time_budget, "data": {"max_seq_len": max_seq_len}},
+        source="options",
     )
     tokenizer, model_dir = (None, None) if model is None else load_data_tokenizer(model)
     report, state = validate(
@@ -250,14 +260,24 @@ def validate_data(
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        from tunesmith.models import speed
+
+        n_params = count_parameters(model_dir)
+        measured = None
+        if n_params:
+            key = speed.speed_key(n_params, adapter, device, spec.dtype, max_seq_len)
+            measured = speed.lookup(key)
         add_estimates(
             report,
-            n_params=count_parameters(model_dir),
+            n_params=n_params,
             lengths=state.stats.total,
+            val_lengths=state.val_lengths,
             adapter=adapter,
             max_seq_len=max_seq_len,
             device_type=device,
             model_config=config,
+            measured=measured,
+            spec=spec,
         )
     return report
 

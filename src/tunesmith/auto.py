@@ -1,43 +1,300 @@
-"""Automatic hyperparameters. The rules are simple, documented and printed with every run.
+"""Automatic hyperparameters: what a run does with every value written `auto`, in one place.
 
-Epochs (`epochs: auto`), given N training examples and E examples per optimizer step:
-  1. start at 3 epochs;
-  2. small sets: if 3 epochs give fewer than 100 optimizer steps, raise epochs to
-     ceil(100 / steps_per_epoch), at most 25 (so ~100 steps without endless repetition);
-  3. large sets: N >= 20,000 -> 2 epochs; N >= 100,000 -> 1 epoch.
-Learning rate (`learning_rate: auto`): 2e-4 for LoRA/DoRA/QLoRA, 2e-5 for full fine-tuning,
-times `lr_multiplier` when given.
+One function, `plan_run`, applies the rules below to the counts of a data set; the trainer
+(`resolve_spec`, from train/setup.py) and `tunesmith data validate` (data/estimate.py) both call
+it, so the prediction a user reads before training is the run. Every value's reason is kept in
+the run's config.yaml (`auto_notes`).
+
+How much to train is counted in example passes (one example seen once; epochs x examples):
+  1. OpenAI's rule for hosted fine-tuning counts passes too: start at 3 epochs, clamp
+     examples x epochs into [100, 25,000], 1..25 epochs. Its floor is ours: at least
+     MIN_PASSES = 100 passes and at least one epoch (every example is seen), at most 25 epochs.
+  2. Its 3 epochs are not: a LoRA learns a narrow task (a format, a label set) in about
+     PASS_TARGET passes at the learning rate below; more passes cost time and add little. So
+     passes = max(100, N, min(3 N, PASS_TARGET)): 10 examples -> 100 passes (10 epochs),
+     100 -> 300 (3 epochs), 600 -> 1,000 (1.7 epochs), 1,000 and more -> one epoch.
+     (bench/auto_quality.py measures this against a sweep of epochs x learning rates.)
+How big a step is (`grad_accum`, in whole rows; a packed row holds several examples):
+  3. small sets take smaller steps, so they still get enough updates: about
+     passes / TARGET_STEPS examples per step (at least one row), at most
+     MAX_TOKENS_PER_STEP tokens (large sets: ~16k tokens per step, as before);
+  4. a run has at least MIN_STEPS optimizer steps where 25 epochs allow it (a tiny set packed
+     into a few rows would otherwise take a handful of steps).
+Learning rate (`learning_rate: auto`): LEARNING_RATES by adapter, x `lr_multiplier`.
+Validation during training (`eval.every_steps`, `eval.max_tokens`, when there is held-out
+data): EVALS_PER_RUN evaluations, each on the same seeded sample of held-out rows of at most
+MAX_VAL_TOKENS tokens and sized so all of them together cost about VAL_SHARE of the training
+compute (a forward pass costs about half a training token). The full held-out set is scored
+once, by the base-vs-tuned comparison at the end.
+Early stopping (`early_stopping.enabled: auto`): on when there is held-out data and the run
+trains an adapter (a full fine-tune's best checkpoint is the whole model and optimizer: turn
+it on yourself). It stops when the best validation loss has not improved by more than
+`min_delta` (auto: PLATEAU_DELTA of it) in `patience` evaluations, and final/ holds the best
+weights.
+A time budget (`time_budget`) then fits the steps to the time: `fit_steps_to_budget`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
-MIN_STEPS = 100
+MIN_PASSES = 100
 BASE_EPOCHS = 3
 MAX_EPOCHS = 25
+PASS_TARGET = 1000
+TARGET_STEPS = 100
+MIN_STEPS = 30
+MAX_TOKENS_PER_STEP = 16384
+EVALS_PER_RUN = 8
+VAL_SHARE = 0.15
+MIN_VAL_TOKENS = 4096
+MAX_VAL_TOKENS = 16384
+PLATEAU_DELTA = 0.01
 
 LEARNING_RATES = {"lora": 2e-4, "dora": 2e-4, "qlora": 2e-4, "none": 2e-5}
 
 
-def steps_per_epoch(n_examples: int, examples_per_step: int) -> int:
-    return max(1, math.ceil(n_examples / max(1, examples_per_step)))
+def steps_per_epoch(n_rows: int, rows_per_step: int) -> int:
+    return max(1, math.ceil(n_rows / max(1, rows_per_step)))
 
 
-def auto_epochs(n_examples: int, examples_per_step: int) -> int:
-    """Epochs by the rule in this module's docstring."""
-    if n_examples >= 100_000:
-        return 1
-    if n_examples >= 20_000:
-        return 2
-    per_epoch = steps_per_epoch(n_examples, examples_per_step)
-    if per_epoch * BASE_EPOCHS >= MIN_STEPS:
-        return BASE_EPOCHS
-    return min(MAX_EPOCHS, math.ceil(MIN_STEPS / per_epoch))
+def auto_passes(n_examples: int) -> int:
+    """Example passes by rules 1-2: max(100, N, min(3 N, PASS_TARGET)), within 1..25 epochs."""
+    n = max(1, n_examples)
+    passes = max(MIN_PASSES, n, min(BASE_EPOCHS * n, PASS_TARGET))
+    return min(passes, MAX_EPOCHS * n)
 
 
 def auto_learning_rate(adapter: str, lr_multiplier: float = 1.0) -> float:
     return LEARNING_RATES.get(adapter, 2e-4) * lr_multiplier
+
+
+@dataclass
+class Plan:
+    """Every automatic value of a run, with the reason for each (`notes`)."""
+
+    batch_size: int
+    grad_accum: int
+    epochs: int
+    total_steps: int
+    steps_per_epoch: int
+    passes: int  # example passes the steps amount to
+    learning_rate: float
+    eval_every_steps: int | None
+    val_max_tokens: int | None
+    early_stopping: bool
+    min_delta: float | str  # a number, or "auto" (PLATEAU_DELTA of the best loss)
+    save_every_steps: int
+    train_tokens: int  # tokens the run processes (rows x steps)
+    val_tokens: int  # tokens all validations together process
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def examples_per_step(self) -> float:
+        return self.passes / max(1, self.total_steps)
+
+
+def plan_run(
+    spec,  # RunSpec (values may be auto)
+    *,
+    n_examples: int,
+    n_rows: int,
+    row_tokens: int,
+    n_val_rows: int,
+    val_row_tokens: int,
+    world_size: int = 1,
+    batch_size: tuple[int, str] = (1, "1 packed row per micro-batch on CPU"),
+) -> Plan:
+    """Apply this module's rules to a data set: `n_examples` in `n_rows` rows (packed or not)
+    holding `row_tokens` tokens; `n_val_rows` held-out rows of `val_row_tokens` tokens.
+    `batch_size` is the automatic micro-batch and its reason (see `auto_batch_size`)."""
+    notes: dict[str, str] = {}
+    n, rows = max(1, n_examples), max(1, n_rows)
+    per_row_examples = n / rows
+    per_row_tokens = max(1.0, row_tokens / rows)
+    bs = spec.batch_size
+    if bs == "auto":
+        bs, notes["batch_size"] = batch_size
+    user_epochs = spec.epochs if spec.epochs != "auto" else None
+    passes = auto_passes(n) if user_epochs is None else user_epochs * n
+
+    ga = spec.grad_accum
+    if ga == "auto":
+        want_examples = max(1.0, passes / TARGET_STEPS)
+        want_rows = max(1, round(want_examples / per_row_examples))
+        token_cap = max(1, math.floor(MAX_TOKENS_PER_STEP / per_row_tokens))
+        want_rows = min(want_rows, token_cap, rows)
+        ga = max(1, math.ceil(want_rows / (bs * world_size)))
+        notes["grad_accum"] = (
+            f"~{passes / TARGET_STEPS:.0f} examples per step ({passes} passes / "
+            f"{TARGET_STEPS} steps), at most {MAX_TOKENS_PER_STEP} tokens: "
+            f"{bs * ga * world_size} rows of ~{per_row_examples:.1f} examples"
+        )
+    per_epoch = steps_per_epoch(rows, bs * ga * world_size)
+    if user_epochs is not None:
+        total = user_epochs * per_epoch
+        if spec.max_steps and spec.max_steps < total:
+            total = spec.max_steps
+            notes["total_steps"] = f"max_steps={spec.max_steps} (before {user_epochs} epochs)"
+    elif spec.max_steps:
+        total = spec.max_steps
+        notes["epochs"] = f"enough for max_steps={spec.max_steps}"
+    else:
+        total = max(1, math.ceil(passes / n * per_epoch))
+        why = (
+            f"{n} examples: max({MIN_PASSES}, N, min({BASE_EPOCHS} N, {PASS_TARGET})) = "
+            f"{passes} example passes in {total} steps"
+        )
+        raised = min(MIN_STEPS, MAX_EPOCHS * per_epoch)
+        if raised > total:
+            why += f", raised to {raised} steps (at least {MIN_STEPS}, at most {MAX_EPOCHS} epochs)"
+            total = raised
+        notes["epochs"] = why
+    epochs = user_epochs if user_epochs is not None else max(1, math.ceil(total / per_epoch))
+    passes = round(total / per_epoch * n)
+
+    lr = spec.learning_rate
+    if lr == "auto":
+        lr = auto_learning_rate(spec.adapter, spec.lr_multiplier)
+        notes["learning_rate"] = (
+            f"{LEARNING_RATES.get(spec.adapter, 2e-4):g} for {spec.adapter} "
+            f"x lr_multiplier {spec.lr_multiplier:g}"
+        )
+    train_tokens = round(total * bs * ga * world_size * per_row_tokens)
+
+    every, val_max, val_tokens = None, None, 0
+    if n_val_rows:
+        every = spec.eval.every_steps
+        if every == "auto":
+            every = max(1, math.ceil(total / EVALS_PER_RUN))
+            notes["eval.every_steps"] = f"about {EVALS_PER_RUN} validations per run"
+        val_max = spec.eval.max_tokens
+        if val_max == "auto":
+            evals = max(1, total // every)
+            share = round(2 * VAL_SHARE * train_tokens / evals)
+            val_max = min(MAX_VAL_TOKENS, max(MIN_VAL_TOKENS, share))
+            notes["eval.max_tokens"] = (
+                f"a seeded sample of at most {val_max} held-out tokens per validation "
+                f"(<= {MAX_VAL_TOKENS}, ~{VAL_SHARE:.0%} of the training compute); "
+                "the full held-out set is scored once, by the comparison"
+            )
+        per_val = min(val_row_tokens, max(int(val_max), int(val_row_tokens / n_val_rows)))
+        val_tokens = (total // every + (total % every != 0)) * per_val
+
+    es = spec.early_stopping.enabled
+    if es == "auto":
+        es = bool(n_val_rows) and spec.adapter != "none"
+        notes["early_stopping.enabled"] = ("on: " if es else "off: ") + (
+            "held-out data and an adapter"
+            if es
+            else "no held-out data"
+            if not n_val_rows
+            else "full fine-tuning (a best checkpoint is the whole model and optimizer)"
+        )
+    save = spec.save_every_steps
+    if save == "auto":
+        save = max(1, math.ceil(total / (4 if spec.adapter == "none" else 10)))
+        notes["save_every_steps"] = "about 10 checkpoints per run (4 for full fine-tuning)"
+    return Plan(
+        batch_size=int(bs),
+        grad_accum=int(ga),
+        epochs=int(epochs),
+        total_steps=int(total),
+        steps_per_epoch=per_epoch,
+        passes=passes,
+        learning_rate=float(lr),
+        eval_every_steps=None if every is None else int(every),
+        val_max_tokens=None if val_max is None else int(val_max),
+        early_stopping=bool(es),
+        min_delta=spec.early_stopping.min_delta,
+        save_every_steps=int(save),
+        train_tokens=train_tokens,
+        val_tokens=int(val_tokens),
+        notes=notes,
+    )
+
+
+def sample_rows(rows: list, max_tokens: int | None, seed: int) -> list:
+    """The validation sample: rows in a seeded order until `max_tokens` (at least one row);
+    all rows, in order, when they fit or there is no cap. The same rows at every validation,
+    so two validations differ by the model only."""
+    if max_tokens is None or sum(len(r) for r in rows) <= max_tokens:
+        return list(rows)
+    import random
+
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    picked: list[int] = []
+    used = 0
+    for i in order:
+        if picked and used + len(rows[i]) > max_tokens:
+            continue
+        picked.append(i)
+        used += len(rows[i])
+    return [rows[i] for i in sorted(picked)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Time: a budget, and what a run costs on this machine
+# ---------------------------------------------------------------------------------------------
+
+
+def fmt_duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@dataclass
+class BudgetFit:
+    steps: int  # the steps that fit
+    planned: int
+    message: str
+
+    @property
+    def cut(self) -> bool:
+        return self.steps < self.planned
+
+
+def fit_steps_to_budget(
+    *,
+    planned_steps: int,
+    steps_per_epoch: int,
+    budget_s: float,
+    elapsed_s: float,
+    done_steps: int,
+    step_s: float,
+    eval_s: float = 0.0,
+    eval_every: int | None = None,
+    reserve_s: float = 0.0,
+) -> BudgetFit:
+    """How many optimizer steps fit: the time left (budget - elapsed - `reserve_s` for the
+    final save) over the measured cost of a step (`step_s`, plus `eval_s` every `eval_every`
+    steps). Never fewer than the steps already done (+1), never more than planned."""
+    per_step = step_s + (eval_s / eval_every if eval_every else 0.0)
+    left = budget_s - elapsed_s - reserve_s
+    fit = done_steps + max(0, math.floor(left / max(per_step, 1e-9)))
+    fit = max(done_steps + 1 if done_steps < planned_steps else done_steps, min(planned_steps, fit))
+    full_s = elapsed_s + (planned_steps - done_steps) * per_step
+    if fit >= planned_steps:
+        message = (
+            f"{planned_steps / steps_per_epoch:.2g} epochs ({planned_steps} steps) take about "
+            f"{fmt_duration(full_s)}: within the budget of {fmt_duration(budget_s)}"
+        )
+    else:
+        message = (
+            f"{planned_steps / steps_per_epoch:.2g} epochs ({planned_steps} steps) would take "
+            f"{fmt_duration(full_s)}; {fit / steps_per_epoch:.2g} epochs ({fit} steps) fit in "
+            f"{fmt_duration(budget_s)}"
+        )
+    return BudgetFit(fit, planned_steps, message)
+
+
+STEP_EFFICIENCY = 0.55
 
 
 def estimate_train_seconds(
@@ -47,9 +304,6 @@ def estimate_train_seconds(
     (no weight gradients), at an achieved `flops_per_second` (measure it with `measure_flops`)."""
     per_token = (6 if adapter == "none" else 4) * n_params
     return total_tokens * per_token / max(flops_per_second, 1.0)
-
-
-STEP_EFFICIENCY = 0.55
 
 
 def measure_flops(seconds: float = 0.3, size: int = 512) -> float:
@@ -74,21 +328,12 @@ def measure_flops(seconds: float = 0.3, size: int = 512) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# Resolving a whole run spec (batch, accumulation, cadence) once data and hardware are known
+# Batch size, and resolving a whole spec once data and hardware are known
 # ---------------------------------------------------------------------------------------------
 #
 # Batch size (`batch_size: auto`): 1 row on a CPU (a packed row already holds max_seq_len
 # tokens; more rows only add memory). On CUDA: as many rows as fit in half the free memory
 # after the weights, at ~34 bytes per token per layer per hidden unit of activations, 1..32.
-# Accumulation (`grad_accum: auto`): reach ~16k tokens per optimizer step
-# (ceil(16384 / max_seq_len) rows over all processes), but keep at least 10 optimizer steps per
-# epoch on small data sets (rows per step <= rows // 10).
-# Eval cadence (`eval.every_steps: auto`): about 10 validations per run (when there is held-out
-# data). Checkpoint cadence (`save_every_steps: auto`): about 10 checkpoints per run for
-# adapters, 4 for full fine-tuning (a full checkpoint is the whole model + optimizer).
-
-TARGET_TOKENS_PER_STEP = 16384
-MIN_STEPS_PER_EPOCH = 10
 
 
 def auto_batch_size(
@@ -105,12 +350,6 @@ def auto_batch_size(
     return bs, f"{bs} rows fit half of free GPU memory ({free / 2**30:.1f} GiB free)"
 
 
-def auto_grad_accum(n_rows: int, max_seq_len: int, batch_size: int, world_size: int) -> int:
-    target_rows = math.ceil(TARGET_TOKENS_PER_STEP / max_seq_len)
-    target_rows = min(target_rows, max(1, n_rows // MIN_STEPS_PER_EPOCH))
-    return max(1, math.ceil(target_rows / (batch_size * world_size)))
-
-
 def resolve_spec(
     spec,  # RunSpec
     *,
@@ -122,62 +361,41 @@ def resolve_spec(
     hidden: int,
     layers: int,
     weight_bytes: int,
+    row_tokens: int | None = None,
+    val_row_tokens: int | None = None,
 ):
-    """Replace every `auto` in `spec` by the rules above; return a ResolvedSpec with notes."""
+    """Replace every `auto` in `spec` by `plan_run`'s values; return a ResolvedSpec with notes.
+    Token counts default to full rows of max_seq_len when not given."""
     from tunesmith.config import ResolvedSpec
 
-    notes: dict[str, str] = {}
-    bs = spec.batch_size
-    if bs == "auto":
-        bs, notes["batch_size"] = auto_batch_size(
-            device_type, spec.data.max_seq_len, hidden, layers, weight_bytes
-        )
-    ga = spec.grad_accum
-    if ga == "auto":
-        ga = auto_grad_accum(n_rows, spec.data.max_seq_len, bs, world_size)
-        notes["grad_accum"] = (
-            f"~{TARGET_TOKENS_PER_STEP} tokens per step, >= {MIN_STEPS_PER_EPOCH} steps per epoch"
-        )
-    per_epoch = steps_per_epoch(n_rows, bs * ga * world_size)
-    epochs = spec.epochs
-    if epochs == "auto":
-        if spec.max_steps:
-            epochs = max(1, math.ceil(spec.max_steps / per_epoch))
-            notes["epochs"] = f"enough for max_steps={spec.max_steps}"
-        else:
-            epochs = auto_epochs(n_examples, math.ceil(n_examples / per_epoch))
-            notes["epochs"] = (
-                f"{n_examples} examples, {per_epoch} steps/epoch: start at {BASE_EPOCHS}, "
-                f"raise toward {MIN_STEPS} steps (max {MAX_EPOCHS}), 2 at 20k, 1 at 100k examples"
-            )
-    total = epochs * per_epoch
-    if spec.max_steps:
-        total = min(total, spec.max_steps)
-    lr = spec.learning_rate
-    if lr == "auto":
-        lr = auto_learning_rate(spec.adapter, spec.lr_multiplier)
-        notes["learning_rate"] = f"{spec.adapter} default x lr_multiplier {spec.lr_multiplier}"
-    every = spec.eval.every_steps
-    eval_every = None
-    if n_val_rows:
-        eval_every = max(1, math.ceil(total / 10)) if every == "auto" else int(every)
-        if every == "auto":
-            notes["eval.every_steps"] = "about 10 validations per run"
-    save = spec.save_every_steps
-    if save == "auto":
-        save = max(1, math.ceil(total / (4 if spec.adapter == "none" else 10)))
-        notes["save_every_steps"] = "about 10 checkpoints per run (4 for full fine-tuning)"
+    seq = spec.data.max_seq_len
+    batch = (1, "")
+    if spec.batch_size == "auto":
+        batch = auto_batch_size(device_type, seq, hidden, layers, weight_bytes)
+    plan = plan_run(
+        spec,
+        n_examples=n_examples,
+        n_rows=n_rows,
+        row_tokens=row_tokens if row_tokens is not None else n_rows * seq,
+        n_val_rows=n_val_rows,
+        val_row_tokens=val_row_tokens if val_row_tokens is not None else n_val_rows * seq,
+        world_size=world_size,
+        batch_size=batch,
+    )
     data = spec.model_dump()
     data.update(
-        epochs=epochs,
-        batch_size=bs,
-        grad_accum=ga,
-        learning_rate=lr,
-        save_every_steps=save,
-        eval_every_steps=eval_every,
-        total_steps=total,
+        epochs=plan.epochs,
+        batch_size=plan.batch_size,
+        grad_accum=plan.grad_accum,
+        learning_rate=plan.learning_rate,
+        save_every_steps=plan.save_every_steps,
+        eval_every_steps=plan.eval_every_steps,
+        total_steps=plan.total_steps,
         world_size=world_size,
-        auto_notes=notes,
+        auto_notes=plan.notes,
     )
-    data["eval"]["every_steps"] = eval_every if eval_every is not None else every
+    data["eval"]["every_steps"] = plan.eval_every_steps or spec.eval.every_steps
+    if plan.val_max_tokens is not None:
+        data["eval"]["max_tokens"] = plan.val_max_tokens
+    data["early_stopping"]["enabled"] = plan.early_stopping
     return ResolvedSpec.model_validate(data)

@@ -12,7 +12,9 @@ always says exactly what ran.
 from __future__ import annotations
 
 import difflib
+import math
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -68,12 +70,37 @@ class EvalSpec(_Strict):
     reference: str | None = Field(None, description="forgetting set: bundled, sharegpt or a file")
     forgetting_threshold: float | None = Field(None, ge=0.0)
     long_prompt: str | None = Field(None, description="the long prompt used with the base model")
+    max_tokens: int | Auto = Field(
+        "auto",
+        description="held-out tokens each in-run validation scores (a seeded sample; auto: "
+        "<= 16384 and ~15 % of the training compute); the comparison scores them all",
+    )
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _positive_tokens(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be at least 1 (or auto)")
+        return value
 
 
 class EarlyStoppingSpec(_Strict):
-    enabled: bool = False
+    """Stop when validation stops improving, and keep the best weights. `auto`: on when there
+    is held-out data and the run trains an adapter (tunesmith.auto)."""
+
+    enabled: bool | Auto = "auto"
     patience: int = Field(3, ge=1, description="evaluations without improvement before stopping")
-    min_delta: float = Field(0.0, ge=0.0)
+    min_delta: float | Auto = Field(
+        "auto",
+        description="the improvement that counts (validation loss); auto: 1 % of the best loss",
+    )
+
+    @field_validator("min_delta")
+    @classmethod
+    def _non_negative(cls, value: float | str) -> float | str:
+        if isinstance(value, float) and value < 0:
+            raise ValueError("must be >= 0 (or auto)")
+        return value
 
 
 class DistributedSpec(_Strict):
@@ -232,6 +259,11 @@ class RunSpec(_Strict):
     # numpy's seed range: torch, numpy and python all accept it (10**26 would fail mid-setup)
     seed: int = Field(0, ge=0, le=2**32 - 1)
     max_steps: int | None = Field(None, ge=1)
+    time_budget: float | None = Field(
+        None,
+        description="seconds of training (or 5m, 90s, 1h30m): the steps are fitted to it from "
+        "the measured step time, and the run says what it cut",
+    )
     log_every_steps: int = Field(1, ge=1)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     save_every_steps: int | Auto = "auto"
@@ -257,6 +289,11 @@ class RunSpec(_Strict):
                 )
             return {"type": METHOD_NAMES[value]}
         return value
+
+    @field_validator("time_budget", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return None if value is None else parse_duration(value)
 
     @field_validator("epochs", "batch_size", "grad_accum", "save_every_steps")
     @classmethod
@@ -286,6 +323,34 @@ class ResolvedSpec(RunSpec):
     total_steps: int = Field(ge=1)
     world_size: int = 1
     auto_notes: dict[str, str] = Field(default_factory=dict)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(min|sec|h|m|s)?", re.IGNORECASE)
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from `300`, `"300s"`, `"5m"`, `"1h30m"`, `"2.5min"`; a ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("a duration like 5m, 90s or 1h30m")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif not isinstance(value, str):
+        raise ValueError("a duration like 5m, 90s or 1h30m")
+    else:
+        text = value.strip().replace(" ", "")
+        pos, seconds = 0, 0.0
+        if not text:
+            raise ValueError("a duration like 5m, 90s or 1h30m")
+        while pos < len(text):
+            m = _DURATION.match(text, pos)
+            if m is None or m.end() == pos:
+                raise ValueError(f"{value!r} is not a duration like 5m, 90s or 1h30m")
+            unit = (m.group(2) or "s").lower()
+            seconds += float(m.group(1)) * {"h": 3600, "m": 60, "min": 60}.get(unit, 1)
+            pos = m.end()
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("must be a positive duration like 5m, 90s or 1h30m")
+    return seconds
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ def test_defaults_match_the_documented_spec():
     assert spec.adapter == "lora" and spec.lora.target_modules == "all-linear"
     assert spec.data.packing is True and spec.data.max_seq_len == 1024
     assert spec.epochs == spec.batch_size == spec.learning_rate == "auto"
-    assert spec.eval.compare_base is True and spec.early_stopping.enabled is False
+    assert spec.eval.compare_base is True and spec.early_stopping.enabled == "auto"
+    assert spec.eval.max_tokens == "auto" and spec.time_budget is None
 
 
 def test_unknown_top_level_key_in_yaml_names_line_and_suggests(tmp_path: Path):
@@ -91,11 +92,13 @@ def test_resolved_spec_round_trips_through_config_yaml(tmp_path: Path):
         layers=2,
         weight_bytes=0,
     )
-    # 8 rows, >= 10 steps per epoch impossible -> 1 row per step; small set -> ~100 steps
+    # 40 examples: 120 passes, ~1 example per step -> 1 row (5 examples) per step, 8 per
+    # epoch; 3 epochs = 24 steps is under the 30-step floor -> 30 steps (4 epochs)
     assert resolved.batch_size == 1 and resolved.grad_accum == 1
-    assert resolved.epochs == 13 and resolved.total_steps == 104
+    assert resolved.epochs == 4 and resolved.total_steps == 30
     assert resolved.learning_rate == pytest.approx(2e-4)
-    assert resolved.eval_every_steps == 11
+    assert resolved.eval_every_steps == 4 and resolved.early_stopping.enabled is True
+    assert resolved.eval.max_tokens == 4096
     assert "epochs" in resolved.auto_notes and "learning_rate" in resolved.auto_notes
     write_spec(resolved, tmp_path / "config.yaml")
     again = load_spec(tmp_path / "config.yaml", cls=ResolvedSpec)
@@ -119,8 +122,9 @@ def test_auto_rules_for_large_sets_and_max_steps():
         layers=2,
         weight_bytes=0,
     )
-    # 16384 tokens / 1024 per row = 16 rows per step over 2 processes -> 8 accumulated each
-    assert big.grad_accum == 8 and big.epochs == 2
+    # 50k examples: one epoch; 500 examples per step wanted, capped at 16384 tokens = 16
+    # full rows per step over 2 processes -> 8 accumulated each
+    assert big.grad_accum == 8 and big.epochs == 1 and big.total_steps == 1250
     assert big.learning_rate == pytest.approx(2e-5) and big.eval_every_steps is None
     capped = resolve_spec(
         load_spec({"max_steps": 30}),
@@ -134,6 +138,7 @@ def test_auto_rules_for_large_sets_and_max_steps():
         weight_bytes=0,
     )
     assert capped.total_steps == 30 and capped.epochs == 8
+    assert big.early_stopping.enabled is False  # no held-out data
 
 
 def test_names_from_other_tools_and_misplaced_nested_keys_get_suggestions():

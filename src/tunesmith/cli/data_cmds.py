@@ -153,6 +153,9 @@ def validate_cmd(
     dedupe: bool = typer.Option(
         False, "--dedupe", help="Drop exact repeats of a row (as data.dedupe: true does)."
     ),
+    time_budget: str | None = typer.Option(
+        None, "--time-budget", help="Say what `train --time-budget` (5m, 90s) would cut."
+    ),
 ) -> None:
     """Check a data file before training. Exit 0 = usable, 2 = errors.
 
@@ -177,6 +180,7 @@ def validate_cmd(
                 train_on=train_on,
                 method=method,
                 dedupe=dedupe,
+                time_budget=time_budget,
                 on_event=view,
             )
     except TunesmithError as exc:
@@ -237,11 +241,12 @@ def print_report(report: Any) -> None:
         console.print(Text(f"over-long examples are {policy}; loss on: {settings.get('train_on')}"))
     hp = report.hyperparameters
     if hp:
+        epochs = hp["total_steps"] / max(1, hp["steps_per_epoch"])
         console.print(
             Text(
                 _t(
-                    f"auto hyperparameters ({hp['adapter']}): {hp['epochs']} epochs × "
-                    f"{hp['steps_per_epoch']} steps = {hp['total_steps']} steps; "
+                    f"auto hyperparameters ({hp['adapter']}): {hp['total_steps']} steps "
+                    f"({epochs:.2g} epochs, {hp['passes']:,} example passes); "
                     f"{hp['rows']} packed rows of {hp['max_seq_len']} tokens, batch "
                     f"{hp['batch_size']} × accumulation {hp['grad_accum']} "
                     f"(~{hp['examples_per_step']:g} examples/step); learning rate "
@@ -249,15 +254,33 @@ def print_report(report: Any) -> None:
                 )
             )
         )
+        if hp.get("eval_every_steps"):
+            console.print(
+                Text(
+                    f"validation every {hp['eval_every_steps']} steps on ≤ "
+                    f"{hp['eval_max_tokens']:,} held-out tokens; early stopping "
+                    + ("on" if hp.get("early_stopping") else "off")
+                )
+            )
+        for key, why in (hp.get("notes") or {}).items():
+            console.print(Text(f"  {key}: {why}", style="dim"))
     est = report.estimate
     if est:
+        parts = [f"training {_duration(est['seconds'])}"]
+        if est.get("compare_seconds") is not None:
+            parts.append(f"base-vs-tuned comparison {_duration(est['compare_seconds'])}")
         console.print(
             Text(
-                f"estimated training time on this machine: {_duration(est['seconds'])} "
-                f"({est['train_tokens']:,} tokens, {_count(est['n_params'])} parameters, "
-                f"{est['flops_per_second'] / 1e9:.0f} GFLOP/s measured)"
+                f"estimated time on this machine: {', '.join(parts)} "
+                f"({est['train_tokens']:,} tokens trained, {est['val_tokens']:,} validated, "
+                f"{_count(est['n_params'])} parameters; from {est['basis']})"
             )
         )
+        budget = est.get("time_budget")
+        if budget:
+            console.print(Text(f"time budget: {budget['message']}"))
+        elif est.get("budget_hint"):
+            console.print(Text(f"  {est['budget_hint']}", style="dim"))
     _print_methods(report)
     if report.ok:
         method = settings.get("method")

@@ -30,6 +30,7 @@ _FLAG_KEYS = {
     "adapter": "adapter",
     "epochs": "epochs",
     "max_steps": "max_steps",
+    "time_budget": "time_budget",
     "output_dir": "output_dir",
     "learning_rate": "learning_rate",
     "batch_size": "batch_size",
@@ -74,6 +75,12 @@ def train(
     adapter: str | None = typer.Option(None, "--adapter", help="lora | qlora | dora | none"),
     epochs: int | None = typer.Option(None, "--epochs"),
     max_steps: int | None = typer.Option(None, "--max-steps"),
+    time_budget: str | None = typer.Option(
+        None,
+        "--time-budget",
+        help="Fit the run into this much time (5m, 90s, 1h30m): steps are cut to what fits "
+        "at the measured speed, and the run says what it cut.",
+    ),
     output_dir: Path | None = typer.Option(None, "--output-dir", "-o"),
     learning_rate: float | None = typer.Option(None, "--learning-rate", "--lr"),
     batch_size: int | None = typer.Option(None, "--batch-size"),
@@ -111,6 +118,7 @@ def train(
         "adapter": adapter,
         "epochs": epochs,
         "max_steps": max_steps,
+        "time_budget": time_budget,
         "output_dir": output_dir,
         "learning_rate": learning_rate,
         "batch_size": batch_size,

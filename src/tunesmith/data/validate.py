@@ -50,6 +50,7 @@ bad option): ok false and one error with code `model`, `config` or `unreadable`.
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -153,6 +154,7 @@ class _Pass:
         self.prompts: dict[int, int] = {}  # prompt hash -> answer hash (high bits) + location
         self.paths: list[str] = []
         self.stats = Stats()
+        self.val_lengths = array("i")  # token count of each usable validation example
         # (record, its tokenization): a TokenizedPair for preference pairs
         self.kept: dict[str, list[tuple[Record, Any]]] = {
             "train": [],
@@ -339,6 +341,8 @@ def _check_file(
                 )
             if role == "train":
                 observe(st.stats, rec, res)
+            elif res is not None:  # held-out sizes: the time estimate's validation share
+                st.val_lengths.append(len(res.input_ids))
             if st.keep:
                 st.kept[role].append((rec, tokenized))
     if progress is not None:  # the phase is over, whatever the reader last said

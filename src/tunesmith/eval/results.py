@@ -2,7 +2,8 @@
 
 These types are what every consumer reads — the report writer, the CLI table, the API's
 callers, the demo — so they live apart from the code that computes them (`compare.py`) and
-import nothing but the standard library: reading a result never loads a model.
+import nothing but the standard library (and `runs`, to read how a run ended): reading a
+result never loads a model.
 `to_dict()` is the results.json shape; `fmt_value`/`fmt_diff` are the one way a number is
 shown (bounded metrics as percentages / percentage points).
 """
@@ -155,6 +156,13 @@ class ComparisonResult:
     timings: dict[str, float] = field(default_factory=dict)
     run_dir: Path | None = None
     output_dir: Path | None = None
+    # How the run that made the tuned model ended, when it ended before its planned steps
+    # (early stopping, a time budget): read from its manifest; the verdict says it.
+    training: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.training is None and self.run_dir is not None:
+            self.training = training_stop(self.run_dir)
 
     @property
     def n(self) -> int:
@@ -187,6 +195,15 @@ class ComparisonResult:
         )
         if self.forgetting is not None and self.forgetting.warning:
             text += "; forgetting warning (see report)"
+        stop = self.training or {}
+        if stop.get("stop_reason"):
+            what = "stopped early" if stop.get("status") == "early_stopped" else "ended"
+            text += (
+                f". Training {what} at step {stop.get('steps')} of "
+                f"{stop.get('planned_steps')}: {stop['stop_reason']}"
+            )
+            if stop.get("best_step") is not None and stop.get("status") == "early_stopped":
+                text += f"; the tuned model is the best step's ({stop['best_step']})"
         return text
 
     def warnings(self) -> list[str]:
@@ -217,8 +234,24 @@ class ComparisonResult:
             "forgetting": self.forgetting.to_dict() if self.forgetting else None,
             "prompt_cost": self.prompt_cost.to_dict() if self.prompt_cost else None,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "training": self.training,
             "samples": [e.to_dict() for e in self.examples],
         }
+
+
+def training_stop(run_dir: str | Path) -> dict[str, Any] | None:
+    """How a run ended, from its manifest: status, steps, planned steps, best step and why it
+    stopped before its planned steps (None when it ran them all, or there is no manifest)."""
+    from tunesmith.runs import RunDir
+
+    try:
+        manifest = RunDir(run_dir).manifest()
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or not manifest.get("stop_reason"):
+        return None
+    keys = ("status", "steps", "planned_steps", "best_step", "stop_reason", "time_budget")
+    return {k: manifest.get(k) for k in keys}
 
 
 def _finite(x: float | None) -> float | None:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from tunesmith import events
+from tunesmith.auto import PLATEAU_DELTA, fmt_duration
 from tunesmith.errors import TrainingError
 from tunesmith.events import Event, Reporter
 from tunesmith.runs import RunDir
@@ -52,6 +53,28 @@ class LoopState:
     evals_since_best: int = 0
     elapsed_s: float = 0.0
     start_loss: float | None = None  # the first step's loss: what "diverged" is measured from
+    total_steps: int = 0  # the steps this run takes, when a time budget cut them (0: the spec's)
+    setup_s: float = 0.0  # time before the first step (all sessions): a budget counts it
+    stop_reason: str | None = None  # why the run ended before its planned steps, in words
+
+
+@dataclass
+class Throughput:
+    """What this session's steps and validations measured (step 1 left out: warm-up), for the
+    next time estimate (models/speed.py): row tokens per second of steps, held-out tokens per
+    second of validation."""
+
+    step_s: float = 0.0
+    step_tokens: int = 0
+    steps: int = 0
+    val_s: float = 0.0
+    val_tokens: int = 0
+
+    def tokens_per_s(self) -> float | None:
+        return self.step_tokens / self.step_s if self.steps >= 2 and self.step_s > 0 else None
+
+    def val_tokens_per_s(self) -> float | None:
+        return self.val_tokens / self.val_s if self.val_s > 0 else None
 
 
 @dataclass
@@ -71,6 +94,8 @@ class LoopContext:
     autocast_dtype: torch.dtype | None = None
     state: LoopState = field(default_factory=LoopState)
     status: str = "running"
+    setup_s: float = 0.0  # this session's setup time (run.py measures it)
+    meter: Throughput = field(default_factory=lambda: Throughput())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,7 +166,10 @@ def accumulate(ctx: LoopContext, batches: list[dict[str, Any]], units: int) -> d
 def train_loop(ctx: LoopContext) -> str:
     """Run until total_steps, early stop or cancel. Returns the final status."""
     spec, st, obj = ctx.spec, ctx.state, ctx.objective
-    total = spec.total_steps
+    st.setup_s += ctx.setup_s
+    ctx.setup_s = 0.0
+    total = st.total_steps or spec.total_steps
+    budget = TimeBudget(ctx) if spec.time_budget else None
     world = ctx.info.world_size
     per_epoch = steps_per_epoch(len(ctx.rows), spec.batch_size * spec.grad_accum * world)
     params = [p for p in ctx.model.parameters() if p.requires_grad]
@@ -165,6 +193,10 @@ def train_loop(ctx: LoopContext) -> str:
 
     with CancelWatch(ctx.run) as cancel:
         while st.step < total:
+            if budget is not None:
+                total = budget.fit(total)
+                if st.step >= total:
+                    break
             step_start = time.perf_counter()
             if st.step_in_epoch >= per_epoch:
                 st.epoch += 1
@@ -222,7 +254,14 @@ def train_loop(ctx: LoopContext) -> str:
             st.step, st.step_in_epoch = step_no, st.step_in_epoch + 1
             st.trained_tokens += n_step
             window_tokens += n_step
-            window_time += time.perf_counter() - step_start
+            step_s = time.perf_counter() - step_start
+            window_time += step_s
+            if budget is not None:
+                budget.step_done(step_s)
+            if step_no > 1:
+                ctx.meter.steps += 1
+                ctx.meter.step_s += step_s
+                ctx.meter.step_tokens += sum(_size(r) for m in micro for r in m)
 
             # (6) validate, log, checkpoint, early stop, cancel
             record: dict[str, Any] = {
@@ -240,7 +279,13 @@ def train_loop(ctx: LoopContext) -> str:
                 st.step % spec.eval_every_steps == 0 or st.step == total
             )
             if is_eval and ctx.val_rows:
+                eval_start = time.perf_counter()
                 record.update(evaluate(ctx))
+                eval_s = time.perf_counter() - eval_start
+                if budget is not None:
+                    budget.eval_done(eval_s)
+                ctx.meter.val_s += eval_s
+                ctx.meter.val_tokens += sum(_size(r) for r in ctx.val_rows)
                 stop_early = _early_stopping(ctx, record["val_loss"])
             if is_eval or st.step % spec.log_every_steps == 0 or st.step == total:
                 record["tokens_per_s"] = window_tokens / max(1e-9, window_time)
@@ -259,15 +304,115 @@ def train_loop(ctx: LoopContext) -> str:
                 ctx.report(events.message(f"cancelled at step {st.step}; checkpoint saved"))
                 return "cancelled"
             if stop_early:
+                es = spec.early_stopping
+                by = f"{es.min_delta:g}" if es.min_delta != "auto" else f"{PLATEAU_DELTA:.0%}"
+                st.stop_reason = (
+                    f"validation loss stopped improving: not better by more than {by} in "
+                    f"{es.patience} evaluations (best {st.best_val_loss:.4f} at step "
+                    f"{st.best_step})"
+                )
                 ctx.report(
-                    events.message(
-                        f"early stopping at step {st.step}: no validation improvement in "
-                        f"{spec.early_stopping.patience} evaluations (best "
-                        f"{st.best_val_loss:.4f} at step {st.best_step})"
-                    )
+                    events.message(f"early stopping at step {st.step} of {total}: {st.stop_reason}")
                 )
                 return "early_stopped"
+    if budget is not None and st.step < spec.total_steps:
+        st.stop_reason = budget.reason(st.step)
+        ctx.report(events.message(f"time budget: stopped at step {st.step}: {st.stop_reason}"))
     return "completed"
+
+
+class TimeBudget:
+    """Fits the run's steps to `time_budget` from what the steps measure (the first steps are
+    the probe): steps that fit = time left / (step time + validation time per step), planned
+    before every step from the mean step time (step 1, the warm-up, left out once there are
+    more). The schedule follows the new length when it moves by more than 5 %; a step that
+    would end past the budget is not started. Counts setup and all earlier sessions."""
+
+    def __init__(self, ctx: LoopContext):
+        self.ctx = ctx
+        self.budget_s = float(ctx.spec.time_budget)
+        self.step_times: list[float] = []
+        self.eval_s = 0.0
+        self.planned = ctx.spec.total_steps
+        self.first_cut = ""
+
+    def step_done(self, seconds: float) -> None:
+        self.step_times.append(seconds)
+
+    def eval_done(self, seconds: float) -> None:
+        self.eval_s = seconds
+
+    def used(self) -> float:
+        st = self.ctx.state
+        return st.setup_s + st.elapsed_s
+
+    def step_s(self) -> float:
+        times = self.step_times[1:] or self.step_times  # step 1 includes warm-up
+        return sum(times) / len(times)
+
+    def fit(self, total: int) -> int:
+        """The steps to take from here; called before every step (collective: rank 0's
+        numbers decide)."""
+        from tunesmith.auto import fit_steps_to_budget
+        from tunesmith.train.batching import steps_per_epoch
+
+        ctx, st = self.ctx, self.ctx.state
+        if not self.step_times:
+            return total
+        spec, world = ctx.spec, ctx.info.world_size
+        step_s = self.step_s()
+        per_epoch = steps_per_epoch(len(ctx.rows), spec.batch_size * spec.grad_accum * world)
+        planned = fit_steps_to_budget(
+            planned_steps=self.planned,
+            steps_per_epoch=per_epoch,
+            budget_s=self.budget_s,
+            elapsed_s=self.used(),
+            done_steps=st.step,
+            step_s=step_s,
+            eval_s=self.eval_s,
+            eval_every=spec.eval_every_steps if ctx.val_rows else None,
+        )
+        over = self.used() + step_s > self.budget_s
+        decided = dist.broadcast_object((planned.steps, planned.message, over))
+        new, message, over = int(decided[0]), str(decided[1]), bool(decided[2])
+        if over:  # the next step would end past the budget
+            new = st.step
+        if new != total and (over or abs(new - total) > max(1, 0.05 * total)):
+            self._retotal(new)
+            total = new
+            if new < self.planned and not self.first_cut:
+                self.first_cut = message
+                ctx.report(events.message(f"time budget: {message}"))
+        return total
+
+    def _retotal(self, total: int) -> None:
+        self.ctx.state.total_steps = total
+        for fn in getattr(self.ctx.scheduler, "lr_lambdas", []):
+            if hasattr(fn, "total"):
+                fn.total = total
+
+    def reason(self, step: int) -> str:
+        """What the budget cut, once the run has ended (also kept in the manifest)."""
+        text = (
+            f"{self.first_cut or 'the time budget ran out'}; {step} of {self.planned} planned "
+            f"steps in {fmt_duration(self.used())} (budget {fmt_duration(self.budget_s)})"
+        )
+        if self.ctx.info.is_main:
+            self.ctx.run.update_manifest(
+                time_budget={
+                    "budget_s": self.budget_s,
+                    "planned_steps": self.planned,
+                    "steps": step,
+                    "message": self.first_cut,
+                    "used_s": round(self.used(), 1),
+                }
+            )
+        return text
+
+
+def _size(row: Any) -> int:
+    """Tokens of a row for the speed meter (rows without a length, GRPO's completions: 0)."""
+    return len(row) if hasattr(row, "__len__") else 0
 
 
 def _cancel_agreed(cancel: CancelWatch) -> bool:
@@ -277,15 +422,23 @@ def _cancel_agreed(cancel: CancelWatch) -> bool:
 
 
 def _early_stopping(ctx: LoopContext, val_loss: float) -> bool:
-    """Track the best validation loss; save its checkpoint; True when patience ran out."""
+    """Track the best validation loss (and save its checkpoint); True when the loss has not
+    improved meaningfully — by more than `min_delta`, auto: PLATEAU_DELTA of the best loss —
+    in `patience` evaluations. A small improvement still makes the best weights, but does not
+    reset the count: a plateau that creeps down by 0.1 % per evaluation stops the run."""
     es, st = ctx.spec.early_stopping, ctx.state
-    if st.best_val_loss is None or val_loss < st.best_val_loss - es.min_delta:
-        st.best_val_loss, st.best_step, st.evals_since_best = val_loss, st.step, 0
-        if es.enabled and st.step % ctx.spec.save_every_steps != 0:
+    enabled = es.enabled is True
+    best = st.best_val_loss
+    if best is None or val_loss < best:
+        delta = es.min_delta if es.min_delta != "auto" else PLATEAU_DELTA * abs(best or 0.0)
+        meaningful = best is None or val_loss < best - float(delta)
+        st.best_val_loss, st.best_step = val_loss, st.step
+        st.evals_since_best = 0 if meaningful else st.evals_since_best + 1
+        if enabled and st.step % ctx.spec.save_every_steps != 0:
             save(ctx)  # the best weights must survive to be restored
-        return False
-    st.evals_since_best += 1
-    return es.enabled and st.evals_since_best >= es.patience
+    else:
+        st.evals_since_best += 1
+    return enabled and st.evals_since_best >= es.patience
 
 
 @torch.no_grad()
@@ -340,7 +493,7 @@ def save(ctx: LoopContext) -> None:
             trainer_state=state,
             rng_states=rngs,
             keep=ctx.spec.keep_checkpoints,
-            protect=protect if ctx.spec.early_stopping.enabled else set(),
+            protect=protect if ctx.spec.early_stopping.enabled is True else set(),
         )
         ctx.report(
             Event(

@@ -110,10 +110,13 @@ def _run(
 def _run_inner(
     spec: RunSpec, resume_run: RunDir | None, on_event: Reporter, force: bool
 ) -> RunResult:
+    import time
+
     from tunesmith.train.loop import train_loop
     from tunesmith.train.reporting import RunReporter
     from tunesmith.train.setup import failure_reason, prepare
 
+    started = time.perf_counter()
     info, device = dist.init(spec.device)
     report = on_event if info.is_main else events.ignore
     prepared = None
@@ -129,7 +132,10 @@ def _run_inner(
             prepare_objective(ctx)
         if resume_run is not None:
             _resume_into(ctx)
+        ctx.setup_s = time.perf_counter() - started  # a time budget counts it
         status = train_loop(ctx)
+        if info.is_main:
+            _remember_speed(ctx)
         if status != "cancelled":
             _finish(ctx, status, prepared.tokenizer)
         elif info.is_main:
@@ -161,6 +167,26 @@ def _run_inner(
         if prepared is not None and prepared.lock is not None:
             prepared.lock.release()
         dist.shutdown()
+
+
+def _remember_speed(ctx: Any) -> None:
+    """Keep what the steps measured for the next estimate of this model on this machine
+    (models/speed.py; `tunesmith data validate` reads it). Sampling methods (reinforcement)
+    are timed by their generation, not their rows: not kept."""
+    from tunesmith.models import speed
+    from tunesmith.train.adapters import count_parameters
+
+    rate = ctx.meter.tokens_per_s()
+    if rate is None or ctx.spec.method.type == "reinforcement" or ctx.info.world_size > 1:
+        return
+    counted = count_parameters(ctx.model)
+    base = counted.total - (counted.trainable if ctx.spec.adapter != "none" else 0)
+    if base <= 0:
+        return
+    key = speed.speed_key(base, ctx.spec.adapter, ctx.device.type, ctx.spec.dtype,
+                          ctx.spec.data.max_seq_len)  # fmt: skip
+    speed.record(key, tokens_per_s=rate, val_tokens_per_s=ctx.meter.val_tokens_per_s(),
+                 steps=ctx.meter.steps + 1)  # fmt: skip
 
 
 def _resume_into(ctx: Any) -> None:
@@ -214,7 +240,7 @@ def _finish(ctx: Any, status: str, tokenizer: Any) -> None:
     from tunesmith.train.loop import restore, state_module
 
     st, spec, run = ctx.state, ctx.spec, ctx.run
-    if spec.early_stopping.enabled and st.best_step is not None and st.best_step != st.step:
+    if spec.early_stopping.enabled is True and st.best_step is not None and st.best_step != st.step:
         restore(ctx, run.checkpoint(st.best_step), weights_only=True)
         ctx.report(
             events.message(
@@ -241,6 +267,8 @@ def _finish(ctx: Any, status: str, tokenizer: Any) -> None:
             best_step=st.best_step,
             best_val_loss=st.best_val_loss,
             final_dir=str(run.final),
+            planned_steps=spec.total_steps,
+            stop_reason=st.stop_reason,
         )
         kind = "adapter" if hasattr(ctx.model, "peft_config") else "model"
         ctx.report(events.message(f"final {kind}: {run.final}"))

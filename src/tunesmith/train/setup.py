@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith import events
+from tunesmith.auto import sample_rows
 from tunesmith.config import ResolvedSpec, RunSpec, absolute_paths, dump_spec
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.events import Reporter
@@ -277,6 +278,20 @@ def lr_factor(step: int, *, total: int, warmup: int, kind: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+@dataclass
+class Schedule:
+    """The learning-rate schedule as LambdaLR's function. A callable object, not a lambda, so
+    LambdaLR checkpoints its fields: `total` is the planned steps, or fewer once a time budget
+    cut them (loop.py), and a resumed run continues the schedule it had."""
+
+    total: int
+    warmup: int
+    kind: str
+
+    def __call__(self, step: int) -> float:
+        return lr_factor(step, total=self.total, warmup=self.warmup, kind=self.kind)
+
+
 def warmup_steps(spec: ResolvedSpec) -> int:
     return round(spec.warmup * spec.total_steps) if spec.warmup < 1 else int(spec.warmup)
 
@@ -343,6 +358,8 @@ def _resolve(spec: RunSpec, data: Any, rows: list, val_rows: list, cfg: Any, wei
         hidden=int(getattr(cfg, "hidden_size", 1024)),
         layers=int(getattr(cfg, "num_hidden_layers", 24)),
         weight_bytes=weight_bytes,
+        row_tokens=sum(len(r) for r in rows),
+        val_row_tokens=sum(len(r) for r in val_rows),
     )
     notes = dict(resolved.auto_notes)
     notes["device"] = f"{device} ({resolved.device})"
@@ -430,7 +447,7 @@ def prepare(
     if resume is not None:
         check_same_data(run, data)
         check_same_base_adapter(run, stack)
-    if spec.early_stopping.enabled and not val_rows:
+    if spec.early_stopping.enabled is True and not val_rows:
         raise ConfigError(
             "early stopping needs validation data",
             where="early_stopping.enabled",
@@ -456,6 +473,9 @@ def prepare(
             "the data order per step changes",
             level="warning",
         )
+
+    cap = spec.eval.max_tokens
+    val_sample = sample_rows(val_rows, cap if isinstance(cap, int) else None, spec.seed)
 
     lock: RunLock | None = None
     if info.is_main:
@@ -492,6 +512,12 @@ def prepare(
             say(("resuming run " if resume else "run directory: ") + str(run.path))
             say("resolved config:\n" + dump_spec(spec).rstrip())
             packed = " (packed)" if spec.data.packing and method == "supervised" else ""
+            if len(val_sample) < len(val_rows):
+                say(
+                    f"validation during training: a seeded sample of {len(val_sample)} of "
+                    f"{len(val_rows)} held-out rows ({sum(len(r) for r in val_sample)} tokens; "
+                    "eval.max_tokens); the comparison at the end scores all of them"
+                )
             say(
                 f"data: {len(data.train)} train examples in {len(rows)} rows"
                 f"{packed}, {len(data.validation)} validation; "
@@ -531,11 +557,8 @@ def prepare(
             wrapped = torch.compile(wrapped)
         optimizer = make_optimizer(model, spec)
         seed_everything(spec.seed + 1 + info.rank)  # dropout: a different stream per rank
-        warm = warmup_steps(spec)
-        total, kind = spec.total_steps, spec.scheduler
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_factor(s, total=total, warmup=warm, kind=kind)
-        )
+        schedule = Schedule(spec.total_steps, warmup_steps(spec), spec.scheduler)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         ctx = LoopContext(
             spec=spec,
             model=model,
@@ -544,7 +567,7 @@ def prepare(
             optimizer=optimizer,
             scheduler=scheduler,
             rows=rows,
-            val_rows=val_rows,
+            val_rows=val_sample,
             info=info,
             device=device,
             run=run,

@@ -170,7 +170,11 @@ def test_json_report_keys_are_stable(write_jsonl, tiny_tokenizer):
     assert hp["rows"] == 1 and hp["epochs"] == 25 and hp["total_steps"] == 25
     est = data["estimate"]
     assert est["train_tokens"] == data["stats"]["tokens"]["total"]["sum"] * 25
-    assert est["seconds"] == pytest.approx(est["train_tokens"] * 4 * 1_000_000 / 1e9, rel=1e-3)
+    train_s = est["train_tokens"] * 4 * 1_000_000 / 1e9  # 4 N FLOPs per token at 1 GFLOP/s
+    assert est["train_seconds"] == pytest.approx(train_s, rel=1e-3)
+    assert est["seconds"] == pytest.approx(train_s + est["setup_seconds"], rel=1e-3)
+    assert est["compare_seconds"] is None and est["val_tokens"] == 0  # no held-out file
+    assert est["basis"].startswith("a matmul probe")
 
 
 def test_structure_only_without_tokenizer(write_jsonl):

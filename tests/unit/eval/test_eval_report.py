@@ -60,3 +60,34 @@ def test_training_metrics_reader_skips_bad_lines(comparison) -> None:
     rows = read_training_metrics(comparison.run_dir)
     assert len(rows) == 22
     assert read_training_metrics(None) == []
+
+
+def test_the_verdict_says_where_and_why_training_stopped(comparison) -> None:
+    """A run that stopped before its planned steps (early stopping, a time budget): the
+    verdict a person reads first says so, and results.json keeps it."""
+    import dataclasses
+
+    assert "Training" not in comparison.verdict()
+    stopped = dataclasses.replace(
+        comparison,
+        training={
+            "status": "early_stopped",
+            "steps": 36,
+            "planned_steps": 80,
+            "best_step": 27,
+            "stop_reason": "validation loss stopped improving: not better by more than 1% in 3 "
+            "evaluations (best 0.4120 at step 27)",
+        },
+    )
+    text = stopped.verdict()
+    assert text.startswith("The tuned model is significantly better")
+    assert "Training stopped early at step 36 of 80: validation loss stopped improving" in text
+    assert "the tuned model is the best step's (27)" in text
+    assert stopped.to_dict()["training"]["best_step"] == 27
+    budget = dataclasses.replace(
+        comparison,
+        training={"status": "completed", "steps": 12, "planned_steps": 30, "best_step": None,
+                  "stop_reason": "3 epochs (30 steps) would take 14 min; 1.2 epochs (12 steps) "
+                  "fit in 5.0 min"},
+    )  # fmt: skip
+    assert "Training ended at step 12 of 30: 3 epochs (30 steps) would take" in budget.verdict()

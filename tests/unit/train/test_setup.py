@@ -17,7 +17,14 @@ def test_a_run_resumes_from_any_working_directory(tiny_model_dir, tmp_path, monk
     write_chat(project / "data" / "train.jsonl", 48)
     write_chat(project / "data" / "val.jsonl", 8, seed=1)
     monkeypatch.chdir(project)
-    spec = base_spec(tiny_model_dir, "data/train.jsonl", "runs/r", max_steps=6, save_every_steps=1)
+    spec = base_spec(
+        tiny_model_dir,
+        "data/train.jsonl",
+        "runs/r",
+        max_steps=6,
+        save_every_steps=1,
+        early_stopping={"enabled": False},
+    )  # all six steps, whatever val says
     spec["data"]["validation"] = "data/val.jsonl"
     run = RunDir(project / "runs" / "r")
 
