@@ -80,7 +80,7 @@ def test_validation_is_a_capped_share_and_early_stopping_needs_held_out_data():
     assert none.eval_every_steps is None and none.val_tokens == 0
     assert none.early_stopping is False
     p = plan(1000, 100, n_val=5000, val_tokens=100)
-    assert p.early_stopping is True and p.eval_every_steps == 13  # 100 steps / 8
+    assert p.early_stopping is True and p.eval_every_steps == 17  # 100 steps / 6
     assert auto.MIN_VAL_TOKENS <= p.val_max_tokens <= auto.MAX_VAL_TOKENS
     # the sample is far smaller than the held-out file, and validation a small share
     assert p.val_tokens < 0.1 * 5000 * 100

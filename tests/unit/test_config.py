@@ -97,8 +97,8 @@ def test_resolved_spec_round_trips_through_config_yaml(tmp_path: Path):
     assert resolved.batch_size == 1 and resolved.grad_accum == 1
     assert resolved.epochs == 4 and resolved.total_steps == 30
     assert resolved.learning_rate == pytest.approx(2e-4)
-    assert resolved.eval_every_steps == 4 and resolved.early_stopping.enabled is True
-    assert resolved.eval.max_tokens == 4096
+    assert resolved.eval_every_steps == 5 and resolved.early_stopping.enabled is True
+    assert resolved.eval.max_tokens == 2048
     assert "epochs" in resolved.auto_notes and "learning_rate" in resolved.auto_notes
     write_spec(resolved, tmp_path / "config.yaml")
     again = load_spec(tmp_path / "config.yaml", cls=ResolvedSpec)
