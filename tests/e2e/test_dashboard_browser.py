@@ -1,7 +1,9 @@
 """The web dashboard at `/`, driven as a person drives it, in headless Chromium against a live
-server with the tiny model: key prompt → upload a file with a bad line (the line is shown) →
-upload good files → launch a job → the loss curve gains points while the job runs (SSE) →
-the verdict table → the playground streams answers from base and tuned → the queue lists it.
+server with the tiny model: key prompt → upload a file with a bad line (the validation report
+lists the line, its token statistics and the trained-token preview) → upload good files → the
+estimate shows what `auto` picks and how long it takes before launch → launch a job → the loss
+curve gains points while the job runs (SSE) → export the GGUF and download it → the verdict
+table → the playground streams answers from base and tuned → the queue lists it.
 No response is a 5xx and the browser logs no console error.
 
 Needs Debian packages `chromium` and `chromium-driver` plus the `selenium` Python package;
@@ -24,7 +26,7 @@ from browser import chromium, needs_browser
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
-BUDGET_S = 90.0  # the whole browser flow, training included
+BUDGET_S = 150.0  # the whole browser flow, training and an export included
 
 
 @pytest.fixture
@@ -131,11 +133,27 @@ def test_dashboard_from_upload_to_playground(
         c.text for c in find(By.CSS_SELECTOR, "#problems tbody tr").find_elements(By.TAG_NAME, "td")
     ]
     assert cells[0] == "2" and "role" in cells[1] + cells[2], cells
+    assert cells[3] == "unknown_role" and "roles are" in cells[2]  # the code and the hint
     assert "bad <b>name<b>.jsonl" in text_of("#report-title")
+    assert "bad <b>name<b>.jsonl" in text_of("#problems caption")
+    assert "3 read" in text_of("#report-facts") and "1 rejected" in text_of("#report-facts")
+    # the base model's tokenizer: token statistics and the trained tokens of the good first row
+    _until(lambda: find(By.CSS_SELECTOR, "#token-stats tbody tr"), "token statistics", deadline)
+    assert "trained" in text_of("#token-stats") and "total" in text_of("#token-stats")
+    marks = _until(
+        lambda: find(By.ID, "preview").find_elements(By.CSS_SELECTOR, "mark.trained"),
+        "the trained-token preview",
+        deadline,
+    )
+    assert [m.text for m in marks] == ["ok<|im_end|>"], [m.text for m in marks]
+    assert "line 1" in text_of("#preview figcaption")
     assert (
         browser.execute_script("return document.querySelectorAll('main b, main img').length") == 0
     )
     shot("1-files-bad-line")
+    browser.execute_script("document.getElementById('token-slot').scrollIntoView()")
+    shot("1b-files-tokens-preview")
+    browser.execute_script("window.scrollTo(0, 0)")
 
     # good files: processed
     for path in (train, val):
@@ -160,10 +178,46 @@ def test_dashboard_from_upload_to_playground(
     by_name("job-val", "val.jsonl").click()
     epochs = find(By.ID, "hp-n_epochs")
     assert epochs.get_attribute("value") == "auto" and "auto" in text_of("#hp-n_epochs-help")
+
+    # before launch: what auto picks, why, and how long it takes — for the files chosen above
+    train_id = Select(find(By.ID, "job-train")).first_selected_option.get_attribute("value")
+    val_id = Select(find(By.ID, "job-val")).first_selected_option.get_attribute("value")
+
+    def estimate(epochs: str) -> dict | None:
+        """The shown estimate's table rows once it answers this form (one script: the
+        estimate is redrawn whenever the form changes)."""
+        got = browser.execute_script(
+            "const b = document.getElementById('estimate');"
+            "const rows = {};"
+            "for (const r of b.querySelectorAll('#estimate-hyper tbody tr'))"
+            "  rows[r.dataset.key] = r.innerText;"
+            "return {state: b.dataset.state, for: b.dataset.for || '{}', rows,"
+            "        time: (document.getElementById('estimate-time') || {}).innerText,"
+            "        text: b.innerText};"
+        )
+        assert got["state"] != "error", got["text"]
+        asked = json.loads(got["for"])
+        hyper = asked.get("method", {}).get("supervised", {}).get("hyperparameters", {})
+        answers = (
+            asked.get("training_file") == train_id
+            and asked.get("validation_file") == val_id
+            and str(hyper.get("n_epochs")) == epochs
+        )
+        return got if got["state"] == "ready" and answers else None
+
+    shown = _until(lambda: estimate("auto"), "the estimate", deadline)
+    assert "min" in shown["time"], shown
+    rows = shown["rows"]
+    assert "auto" in rows["epochs"] and "the server" in rows["grad_accum"], rows  # job_defaults
+    assert "auto now:" in text_of("#hp-n_epochs-help")
     epochs.clear()
     epochs.send_keys("1")
+    shown = _until(lambda: estimate("1"), "the estimate with 1 epoch", deadline)
+    assert "you" in shown["rows"]["epochs"] and "\t1\t" in shown["rows"]["epochs"], shown["rows"]
     find(By.ID, "job-suffix").send_keys("dash")
     shot("3-new-job")
+    browser.execute_script("document.getElementById('estimate').scrollIntoView()")
+    shot("3b-new-job-estimate")
     worker_thread()
     find(By.ID, "job-submit").click()
     _until(lambda: "#/jobs/ftjob" in browser.current_url, "the job page", deadline)
@@ -198,8 +252,29 @@ def test_dashboard_from_upload_to_playground(
     _until(lambda: find(By.CSS_SELECTOR, "#checkpoints tbody td.num"), "checkpoints", deadline)
     assert "train_loss" in text_of("#checkpoints")
     assert find(By.ID, "job-cancel").get_attribute("disabled") is not None  # terminal: no cancel
-    assert "Checkpoint created" in text_of("#events") and "completed" in text_of("#events")
+    # the worker says "completed" just after the status changes: the stream may bring it a
+    # moment after the page has seen the status
+    _until(lambda: "completed" in text_of("#events"), "the completed event", deadline)
+    assert "Checkpoint created" in text_of("#events")
     shot("5-job-done")
+
+    # export: the GGUF is built in the background, then downloaded (the key as a header)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
+    assert find(By.ID, "export-hf-start").is_displayed()
+    find(By.ID, "export-gguf-start").click()
+    _until(lambda: find(By.ID, "export-gguf-download"), "the GGUF export", deadline, every=0.3)
+    find(By.ID, "export-gguf-download").click()
+    got = _until(
+        lambda: [p for p in downloads.iterdir() if p.suffix == ".gguf"], "the download", deadline
+    )
+    assert got[0].read_bytes()[:4] == b"GGUF" and job_id in got[0].name
+    assert find(By.ID, "export-gguf-modelfile").is_displayed()
+    assert "ollama create" in text_of("#export-gguf")
+    shot("5b-job-export")
 
     # the verdict: base vs tuned with intervals and significance
     find(By.CSS_SELECTOR, "nav.tabs a[href$='/verdict']").click()

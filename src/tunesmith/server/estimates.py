@@ -86,14 +86,20 @@ def shape(
         steps = _number((estimate or {}).get("train_seconds"))
         steps = seconds if steps is None else min(steps, seconds)
         seconds = seconds - steps + steps * given / auto_epochs
+        who = "you set it" if fixed["epochs"]["by"] == "request" else "the server sets it"
         notes.append(
-            f"{given:g} epochs are fixed ({fixed['epochs']['by']}), not the automatic "
-            f"{auto_epochs:g}: the training time is scaled to them"
+            f"epochs = {given:g} ({who}), not the automatic {auto_epochs:g}: the training "
+            "part of the time is scaled to it"
         )
     for key, entry in fixed.items():
         if key != "epochs":
             by = "you set" if entry["by"] == "request" else "the server sets"
             notes.append(f"{key} = {entry['value']}: {by} it, instead of the automatic value")
+    if fixed and isinstance(plan, dict):
+        notes.append(
+            "the step counts shown are the automatic plan's; the fixed values change them, "
+            "and the job page shows what the run resolves once it starts"
+        )
     if estimate is None:
         notes.append(
             "no time estimate for reinforcement jobs yet: their cost is sampling answers"

@@ -244,31 +244,109 @@ function legend(series) {
 
 // ---------------------------------------------------------------------------------- Files
 
-// status_details is "line N: field: reason; line M: ...; ... and K more" (server/filecheck.py).
-function parseProblems(details) {
-  if (!details) return [];
-  return details.split(/;\s(?=line \d+: |\.\.\. and \d+ more)/).map((part) => {
-    const m = /^line (\d+): (?:([^\s:]+): )?([\s\S]*)$/.exec(part);
-    return m ? { line: Number(m[1]), field: m[2] || "", reason: m[3] } : { line: null, field: "", reason: part };
-  });
+// The validation report (GET /v1/files/{id}/validation): every bad line with its field and
+// reason, the warnings, the statistics; with a base model's tokenizer (?model=) also the token
+// statistics and the trained-token preview of the first examples.
+const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+
+function issueTable(id, caption, issues, withHint = true) {
+  return el("div", { class: "scroll" }, el("table", { id },
+    el("caption", {}, caption),
+    el("thead", {}, el("tr", {}, ["Line", "Field", "Reason", "Code"].map((h) => el("th", { scope: "col", class: h === "Line" ? "num" : null }, h)))),
+    el("tbody", {}, issues.map((p) => el("tr", {},
+      el("td", { class: "num" }, p.line === null || p.line === undefined ? "—" : String(p.line)),
+      el("td", { class: "mono" }, p.field || (p.line === null || p.line === undefined ? "whole file" : "—")),
+      el("td", {}, p.message, withHint && p.hint ? el("div", { class: "help" }, p.hint) : null),
+      el("td", { class: "mono small" }, p.code || "—"))))));
 }
 
-function fileReport(file) {
+function statTable(id, caption, rows) {
+  // rows: [[label, {min, mean, p50, p95, max, sum, ...}]]: every numeric key becomes a column
+  const cols = [...new Set(rows.flatMap(([, s]) => Object.keys(s || {}).filter((k) => typeof s[k] === "number")))];
+  return el("div", { class: "scroll" }, el("table", { id, class: "stats" },
+    el("caption", {}, caption),
+    el("thead", {}, el("tr", {}, el("th", { scope: "col" }, ""), cols.map((c) => el("th", { scope: "col", class: "num" }, c)))),
+    el("tbody", {}, rows.map(([label, s]) => el("tr", {},
+      el("th", { scope: "row" }, label), cols.map((c) => el("td", { class: "num" }, fmtNum((s || {})[c]))))))));
+}
+
+function reportSummary(r) {
+  const stats = r.stats || {};
+  const file = (r.files || [])[0] || {};
+  const usable = Object.entries(r.methods || {}).filter(([, v]) => v === "usable").map(([k]) => k);
+  const facts = [
+    ["Rows", `${r.rows_read ?? "—"} read · ${r.rows_ok ?? "—"} usable · ${r.rows_rejected ?? 0} rejected${r.rows_dropped ? ` · ${r.rows_dropped} dropped` : ""}`],
+    ["Format", file.format || (r.settings && r.settings.format) || "—"],
+    ["Records", stats.kind || "—"],
+    ["Trains methods", usable.length ? usable.join(", ") : "none"],
+  ];
+  if (stats.labels && typeof stats.labels === "object") {
+    facts.push(["Answers", Object.entries(stats.labels).slice(0, 12).map(([k, v]) => `${k} ×${v}`).join(" · ")]);
+  }
+  return el("dl", { class: "facts", id: "report-facts" }, facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+}
+
+function previewBox(examples) {
+  return el("div", { id: "preview" }, examples.map((ex) => el("figure", { class: "card preview" },
+    el("figcaption", {}, `line ${ex.line ?? "—"}${ex.kind && ex.kind !== "sft" ? ` (${ex.kind})` : ""} · ${ex.n_tokens} tokens, ${ex.n_trained} trained${ex.truncated ? " · cut for display" : ""}`),
+    el("pre", {}, ex.spans.map((s) => (s.trained ? el("mark", { class: "trained", title: "trained on (carries loss)" }, s.text) : el("span", {}, s.text)))))));
+}
+
+function tokenSection(r) {
+  const parts = [];
+  const t = (r.stats || {}).tokens;
+  if (r.token_error) parts.push(el("p", { class: "bad" }, r.token_error));
+  if (t && typeof t === "object") {
+    const rows = Object.entries(t).filter(([, v]) => v && typeof v === "object");
+    parts.push(statTable("token-stats", `Tokens per example (${r.settings && r.settings.max_seq_len ? `max_seq_len ${r.settings.max_seq_len}` : "as training reads them"})`, rows));
+    if ((r.stats || {}).truncated) parts.push(el("p", { class: "warn" }, `${plural(r.stats.truncated, "row")} longer than max_seq_len.`));
+  } else if (!r.token_error) parts.push(el("p", { class: "muted" }, "No token statistics for this file."));
+  parts.push(el("h3", {}, "Trained tokens"));
+  if (r.preview && r.preview.length) {
+    parts.push(el("p", { class: "help" }, "The first examples as the model sees them, through its chat template; ",
+      el("mark", { class: "trained" }, "highlighted"), " text is what training puts loss on."), previewBox(r.preview));
+  } else parts.push(el("p", { class: "muted", id: "preview-note" }, r.preview_note || "No preview."));
+  return parts;
+}
+
+function fileReport(file, report, models) {
   const box = el("section", { id: "file-report", class: "card", "aria-labelledby": "report-title" });
   box.append(el("h2", { id: "report-title" }, "Validation: ", el("span", { class: "mono", text: file.filename })));
   box.append(el("p", {}, badge(file.status), " ", el("span", { class: "muted" }, `${file.id} · ${fmtBytes(file.bytes)} · ${fmtTime(file.created_at)}`)));
-  if (file.status === "processed") {
-    box.append(el("p", { class: "ok" }, "Every row is usable training data."));
-    return box;
+  const errors = report.errors || [];
+  const warnings = report.warnings || [];
+  box.append(reportSummary(report));
+  if (file.status === "processed" && !errors.length) box.append(el("p", { class: "ok" }, "Every row is usable training data."));
+  if (errors.length) {
+    const more = (report.error_count || errors.length) - errors.length;
+    box.append(el("p", {}, `${plural(report.error_count || errors.length, "problem")} found — the file cannot be used until they are fixed:`),
+      issueTable("problems", `Bad lines of ${file.filename}`, errors));
+    if (more > 0) box.append(el("p", { class: "muted" }, `… and ${more} more.`));
   }
-  const problems = parseProblems(file.status_details);
-  box.append(el("p", {}, `${problems.length} problem${problems.length === 1 ? "" : "s"} found — the file cannot be used until they are fixed:`));
-  box.append(el("table", { id: "problems" },
-    el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Line"), el("th", { scope: "col" }, "Field"), el("th", { scope: "col" }, "Reason"))),
-    el("tbody", {}, problems.map((p) => el("tr", {},
-      el("td", { class: "num" }, p.line === null ? "—" : String(p.line)),
-      el("td", { class: "mono" }, p.field || "—"),
-      el("td", {}, p.reason))))));
+  if (warnings.length) {
+    box.append(el("details", { id: "warnings-box", open: warnings.length <= 5 },
+      el("summary", {}, plural(report.warning_count || warnings.length, "warning")),
+      issueTable("warnings", `Warnings for ${file.filename}`, warnings)));
+  }
+  if (report.stats && report.stats.messages) box.append(statTable("message-stats", "Messages per example", [["messages", report.stats.messages]]));
+  // token statistics and the preview need a tokenizer: a base model's, chosen here
+  const tokens = el("div", { id: "token-slot", "aria-live": "polite" });
+  const pick = el("select", { id: "report-model" }, models.map((m) => el("option", { value: m }, m)));
+  const load = async () => {
+    if (!pick.value) return;
+    tokens.replaceChildren(el("p", { class: "muted" }, `Tokenizing with ${pick.value}…`));
+    try {
+      const r = await api(`/files/${encodeURIComponent(file.id)}/validation?model=${encodeURIComponent(pick.value)}`, { signal: leaving.signal });
+      tokens.replaceChildren(...tokenSection(r));
+    } catch (e) {
+      if (!quiet(e)) tokens.replaceChildren(el("p", { class: "bad" }, e.message));
+    }
+  };
+  pick.addEventListener("change", load);
+  box.append(el("h3", {}, "Token statistics"),
+    models.length ? el("div", { class: "row" }, el("label", { for: "report-model" }, "Tokenizer of "), pick) : el("p", { class: "muted" }, "No base model is offered, so no token counts."),
+    tokens);
+  load();
   return box;
 }
 
@@ -283,8 +361,21 @@ async function pageFiles() {
   const table = el("table", { id: "files-table" },
     el("thead", {}, el("tr", {}, ["File", "Status", "Size", "Uploaded", "Id", ""].map((h) => el("th", { scope: "col" }, h)))), tbody);
   view.replaceChildren(el("h1", {}, "Files"), drop, report, el("h2", {}, "Uploaded files"), el("div", { class: "scroll" }, table));
+  // the base models whose tokenizers can count a file's tokens (asked once, not awaited here:
+  // the upload controls work at once)
+  const bases = api("/models").then((m) => m.data.filter((x) => x.owned_by === "tunesmith").map((x) => x.id)).catch(() => []);
 
-  const show = (f) => report.replaceChildren(fileReport(f));
+  let shown = 0; // the newest report asked for wins (uploads and clicks may overlap)
+  async function show(f) {
+    const mine = ++shown;
+    report.replaceChildren(el("p", { class: "muted" }, "Loading the validation report of ", el("span", { class: "mono", text: f.filename }), "…"));
+    try {
+      const [r, models] = await Promise.all([api(`/files/${encodeURIComponent(f.id)}/validation`, { signal: leaving.signal }), bases]);
+      if (mine === shown) report.replaceChildren(fileReport(f, r, models));
+    } catch (e) {
+      if (!quiet(e) && mine === shown) report.replaceChildren(el("p", { class: "bad" }, `No report for ${f.filename}: ${e.message}`));
+    }
+  }
   async function refresh() {
     const files = await listAll("/files?order=desc", 10000).catch((e) => (toast(e.message, true), []));
     tbody.replaceChildren(...files.map((f) => el("tr", {},
@@ -347,6 +438,83 @@ function parseHyper(name, raw) {
   return ["n_epochs", "batch_size", "eval_interval", "eval_samples"].includes(name) ? Math.round(n) : n;
 }
 
+// "12.5 min", "0.4 min (25 s)": the estimate's seconds as minutes.
+function fmtMinutes(s) {
+  if (typeof s !== "number" || !isFinite(s)) return "—";
+  const m = s / 60;
+  const text = `${m < 10 ? m.toFixed(1) : Math.round(m)} min`;
+  return s < 60 ? `${text} (${Math.round(s)} s)` : m >= 120 ? `${text} (${fmtDuration(s)})` : text;
+}
+const isSeconds = (key) => key === "seconds" || /_seconds$|_s$/.test(key);
+const fmtValue = (key, v) => (isSeconds(key) && typeof v === "number" ? fmtMinutes(v)
+  : v === null || v === undefined ? "—" : typeof v === "object" ? JSON.stringify(v) : typeof v === "boolean" ? (v ? "yes" : "no") : fmtNum(v));
+
+// What `auto` stands for in each of OpenAI's fields, from the estimate's plan (when it has it).
+function autoNow(name, est) {
+  const plan = est.hyperparameters || {};
+  const why = est.explanations || {};
+  if (name === "n_epochs" && plan.epochs !== undefined) return `auto now: ${plan.epochs} epochs${why.epochs ? ` — ${why.epochs}` : ""}`;
+  if (name === "batch_size" && plan.examples_per_step !== undefined) {
+    const rows = plan.batch_size !== undefined && plan.grad_accum !== undefined ? ` (${plan.batch_size} × ${plan.grad_accum} rows)` : "";
+    return `auto now: ${fmtNum(plan.examples_per_step)} examples per step${rows}${why.grad_accum ? ` — ${why.grad_accum}` : ""}`;
+  }
+  if (name === "learning_rate_multiplier" && plan.learning_rate !== undefined) return `auto now: 1 × learning rate ${fmtNum(plan.learning_rate)}${why.learning_rate ? ` — ${why.learning_rate}` : ""}`;
+  return "";
+}
+
+function estimateView(est) {
+  const parts = [];
+  if (est.problems && est.problems.length) {
+    parts.push(el("div", { class: "bad", id: "estimate-problems" }, el("p", {}, "Training would stop on these rows:"),
+      el("ul", {}, est.problems.map((p) => el("li", {}, p)))));
+  }
+  parts.push(el("p", { id: "estimate-time", class: "big" }, typeof est.seconds === "number"
+    ? ["About ", el("strong", {}, fmtMinutes(est.seconds)), " of training", est.estimate && est.estimate.device ? ` on ${est.estimate.device}` : "", " once a worker starts the job."]
+    : "No time estimate for this job."));
+  const plan = est.hyperparameters || {};
+  const fixed = est.fixed || {};
+  const why = est.explanations || {};
+  const keys = Object.keys(plan);
+  for (const k of Object.keys(fixed)) if (!keys.includes(k)) keys.push(k);
+  // a reason may name its setting as the run spec does ("eval.every_steps" for the plan's
+  // "eval_every_steps", "early_stopping.enabled" for "early_stopping")
+  const norm = (k) => k.toLowerCase().replace(/[^a-z0-9]/g, "");
+  const used = new Set();
+  const reason = (k) => {
+    const found = Object.keys(why).find((w) => w === k) || Object.keys(why).find((w) => norm(w) === norm(k) || norm(w).startsWith(norm(k)));
+    if (found === undefined) return "";
+    used.add(found);
+    return why[found];
+  };
+  if (keys.length) {
+    parts.push(el("div", { class: "scroll" }, el("table", { id: "estimate-hyper" },
+      el("caption", {}, "What the run would train with"),
+      el("thead", {}, el("tr", {}, ["Setting", "Value", "From", "Why"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, keys.map((k) => {
+        const f = fixed[k];
+        const from = f ? `${f.by === "request" ? "you" : "the server"}${f.auto !== undefined ? ` (auto: ${fmtValue(k, f.auto)})` : ""}` : "auto";
+        return el("tr", { "data-key": k },
+          el("th", { scope: "row", class: "mono" }, k),
+          el("td", { class: "num" }, fmtValue(k, f ? f.value : plan[k])),
+          el("td", {}, from),
+          el("td", { class: "small" }, reason(k)));
+      })))));
+    const other = Object.entries(why).filter(([k]) => !used.has(k));
+    if (other.length) parts.push(el("dl", { class: "facts small", id: "estimate-why" }, other.flatMap(([k, v]) => [el("dt", { class: "mono" }, k), el("dd", {}, v)])));
+  }
+  if (est.estimate) {
+    parts.push(el("details", { id: "estimate-details" }, el("summary", {}, "How the time is estimated"),
+      el("dl", { class: "facts" }, Object.entries(est.estimate).flatMap(([k, v]) => [el("dt", { class: "mono" }, k), el("dd", {}, fmtValue(k, v))]))));
+  }
+  const d = est.data || {};
+  if (d.rows_ok !== undefined) {
+    const tokens = d.tokens && d.tokens.total ? ` · ${fmtNum(d.tokens.total.sum)} tokens (${fmtNum(d.tokens.trained ? d.tokens.trained.sum : null)} trained)` : "";
+    parts.push(el("p", { class: "muted" }, `Data: ${d.rows_ok} usable rows${tokens}.`));
+  }
+  if (est.notes && est.notes.length) parts.push(el("ul", { id: "estimate-notes", class: "small" }, est.notes.map((n) => el("li", {}, n))));
+  return parts;
+}
+
 async function pageNew() {
   const [models, files] = await Promise.all([api("/models"), listAll("/files?order=desc", 10000)]);
   const bases = models.data.filter((m) => m.owned_by === "tunesmith");
@@ -369,18 +537,71 @@ async function pageNew() {
     JSON.stringify({ type: "string_check", name: "label", operation: "eq", input: "{{sample.output_text}}", reference: "{{item.label}}" }, null, 2));
   const graderField = field("job-grader", "Grader (OpenAI grader object, JSON)", grader, "Scores each sampled answer; checked by the server when the job is created.");
   const inputs = {};
+  let latest = null; // the newest estimate shown
+  const helpText = (name) => [AUTO_HELP[name], latest ? autoNow(name, latest) : ""].filter(Boolean).join(" ");
   function drawHyper() {
     const method = methodBox.querySelector("input:checked").value;
     hyperBox.replaceChildren(el("legend", {}, "Hyperparameters"),
-      el("p", { class: "help" }, "Leave a value at auto and the run picks it from your data and model; the job page shows the value it trained with once it starts."));
+      el("p", { class: "help" }, "Leave a value at auto and the run picks it from your data and model; the estimate below says what it picks and why."));
     for (const name of HYPER[method]) {
       inputs[name] = inputs[name] || el("input", { id: `hp-${name}`, value: "auto", inputmode: "decimal", "aria-describedby": `hp-${name}-help` });
-      hyperBox.append(field(`hp-${name}`, name, inputs[name], AUTO_HELP[name]));
+      hyperBox.append(field(`hp-${name}`, name, inputs[name], helpText(name)));
     }
     graderField.hidden = method !== "reinforcement";
   }
-  methodBox.addEventListener("change", drawHyper);
   drawHyper();
+
+  // One body for the estimate and the launch: what is estimated is what is launched.
+  function body() {
+    const method = methodBox.querySelector("input:checked").value;
+    const hyper = {};
+    for (const name of HYPER[method]) hyper[name] = parseHyper(name, inputs[name].value);
+    const block = { hyperparameters: hyper };
+    if (method === "reinforcement") block.grader = JSON.parse(grader.value);
+    const out = { model: model.value, training_file: train.value, method: { type: method, [method]: block } };
+    if (val.value) out.validation_file = val.value;
+    if (suffix.value.trim()) out.suffix = suffix.value.trim();
+    return out;
+  }
+
+  const estimateSlot = el("div", { id: "estimate-body", "aria-live": "polite" });
+  const estimateBox = el("section", { class: "estimate card", id: "estimate", "aria-labelledby": "estimate-title", "data-state": "idle" },
+    el("h2", { id: "estimate-title" }, "Estimate"), estimateSlot);
+  let asked = 0, timer = null;
+  async function estimate() {
+    const mine = ++asked;
+    let request;
+    try {
+      request = body();
+    } catch (e) {
+      estimateBox.dataset.state = "error";
+      estimateSlot.replaceChildren(el("p", { class: "bad" }, e.message));
+      return;
+    }
+    if (!request.training_file) {
+      estimateSlot.replaceChildren(el("p", { class: "muted" }, "Choose a training file to see what the job would do and how long it would take."));
+      return;
+    }
+    estimateBox.dataset.state = "loading";
+    estimateSlot.replaceChildren(el("p", { class: "muted" }, "Estimating (the server reads the files with the model's tokenizer)…"));
+    try {
+      const est = await api("/tunesmith/fine_tuning/estimates", { method: "POST", body: request, signal: leaving.signal });
+      if (mine !== asked) return;
+      latest = est;
+      estimateSlot.replaceChildren(...estimateView(est));
+      estimateBox.dataset.state = "ready";
+      estimateBox.dataset.for = JSON.stringify(request); // what this estimate answers
+      for (const name of Object.keys(inputs)) {
+        const help = document.getElementById(`hp-${name}-help`);
+        if (help) help.textContent = helpText(name);
+      }
+    } catch (e) {
+      if (quiet(e) || mine !== asked) return;
+      estimateBox.dataset.state = "error";
+      estimateSlot.replaceChildren(el("p", { class: "bad" }, `No estimate: ${e.message}`));
+    }
+  }
+  const soon = () => { clearTimeout(timer); timer = setTimeout(estimate, 500); };
 
   const error = el("p", { class: "bad", id: "job-error", role: "alert" });
   const form = el("form", { id: "new-job", class: "card" },
@@ -388,31 +609,27 @@ async function pageNew() {
     field("job-train", "Training file", train, usable.length ? null : "No validated files yet — upload one on the Files page."),
     field("job-val", "Validation file", val, "Held out: gives validation loss and, after training, the base-vs-tuned verdict."),
     field("job-suffix", "Suffix (optional)", suffix, "Part of the fine-tuned model's name."),
-    methodBox, hyperBox, graderField,
-    el("section", { class: "estimate", "aria-label": "Estimate" },
-      el("h2", {}, "Estimate"),
-      el("p", { class: "muted" }, "This server's API has no estimate endpoint yet, so no time is shown before launch. Once the job runs, its page shows the estimated finish the worker reports.")),
+    methodBox, hyperBox, graderField, estimateBox,
     error,
-    el("button", { type: "submit", id: "job-submit" }, "Launch job"));
+    el("div", { class: "row" },
+      el("button", { type: "submit", id: "job-submit" }, "Launch job"),
+      el("button", { type: "button", id: "job-estimate", class: "quiet", onclick: estimate }, "Estimate again")));
+  methodBox.addEventListener("change", () => { drawHyper(); soon(); });
+  for (const control of [model, train, val]) control.addEventListener("change", soon);
+  hyperBox.addEventListener("input", soon);
+  grader.addEventListener("input", soon);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     error.textContent = "";
-    const method = methodBox.querySelector("input:checked").value;
     try {
-      const hyper = {};
-      for (const name of HYPER[method]) hyper[name] = parseHyper(name, inputs[name].value);
-      const block = { hyperparameters: hyper };
-      if (method === "reinforcement") block.grader = JSON.parse(grader.value);
-      const body = { model: model.value, training_file: train.value, method: { type: method, [method]: block } };
-      if (val.value) body.validation_file = val.value;
-      if (suffix.value.trim()) body.suffix = suffix.value.trim();
-      const job = await api("/fine_tuning/jobs", { method: "POST", body });
+      const job = await api("/fine_tuning/jobs", { method: "POST", body: body() });
       location.hash = `#/jobs/${encodeURIComponent(job.id)}`;
     } catch (e) {
       error.textContent = e.message;
     }
   });
   view.replaceChildren(el("h1", {}, "New fine-tuning job"), form);
+  estimate();
 }
 
 // ---------------------------------------------------------------------------------- Job page
@@ -440,7 +657,15 @@ async function pageJob(id) {
   const accBox = el("figure", { class: "card" });
   const ckptBody = el("tbody");
   const log = el("ol", { id: "events", class: "log", "aria-live": "off" });
-  view.replaceChildren(el("h1", {}, "Job ", el("span", { class: "mono", text: job.id })), jobLinks(job.id, "Job"), head, buttons,
+  const exportBox = el("section", { id: "exports", class: "card", "aria-labelledby": "exports-title", hidden: true });
+  let exporting = false; // the export panel, once the job has succeeded
+  const drawExports = () => {
+    if (exporting || job.status !== "succeeded" || !job.fine_tuned_model) return;
+    exporting = true;
+    exportBox.hidden = false;
+    exportPanel(job, exportBox, signal);
+  };
+  view.replaceChildren(el("h1", {}, "Job ", el("span", { class: "mono", text: job.id })), jobLinks(job.id, "Job"), head, buttons, exportBox,
     el("div", { class: "charts" }, lossBox, accBox),
     el("h2", {}, "Checkpoints"),
     el("div", { class: "scroll" }, el("table", { id: "checkpoints" }, el("thead", {}, el("tr", {}, ["Step", "Model", "Metrics", "Created"].map((h) => el("th", { scope: "col" }, h)))), ckptBody)),
@@ -501,6 +726,7 @@ async function pageJob(id) {
       try {
         job = await api(`/fine_tuning/jobs/${encodeURIComponent(job.id)}`, { signal });
         drawHead();
+        drawExports();
         await drawCheckpoints();
       } catch (e) {
         if (!quiet(e)) toast(e.message, true);
@@ -521,6 +747,7 @@ async function pageJob(id) {
       el("span", { class: "level" }, e.level), " ", e.message));
   }
   drawHead();
+  drawExports();
   drawCharts();
   drawCheckpoints();
   const ticker = setInterval(() => !TERMINAL.has(job.status) && drawHead(), 1000);
@@ -531,6 +758,121 @@ async function pageJob(id) {
   } catch (e) {
     if (!quiet(e)) toast(`event stream: ${e.message}`, true);
   }
+}
+
+// ---------------------------------------------------------------------------------- Export
+
+const EXPORTS = [
+  ["hf", "Merged safetensors", "merged safetensors", "The adapter merged into the base model (float32), for transformers, vLLM or further training; downloaded as one zip."],
+  ["gguf", "GGUF + Ollama Modelfile", "GGUF + Modelfile", "A q8_0 GGUF for llama.cpp and Ollama, with a Modelfile that carries the chat template and stop tokens."],
+];
+
+// A download through fetch, so the key travels as a header (never in a URL), saved by the
+// browser under the export's own file name.
+async function download(path, name, button) {
+  const label = button.textContent;
+  button.disabled = true;
+  button.textContent = `Downloading ${name}…`;
+  try {
+    const res = await fetch(`/v1${path}`, { headers: headers() });
+    if (!res.ok) {
+      let message = `HTTP ${res.status}`;
+      try { message = (await res.json()).error.message || message; } catch { /* not JSON */ }
+      throw new Error(message);
+    }
+    const blob = await res.blob();
+    const url = URL.createObjectURL(blob);
+    const a = el("a", { href: url, download: name, hidden: true });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    button.dataset.downloaded = String(blob.size);
+    toast(`Downloaded ${name} (${fmtBytes(blob.size)})`);
+  } catch (e) {
+    toast(`Download failed: ${e.message}`, true);
+  } finally {
+    button.disabled = false;
+    button.textContent = label;
+  }
+}
+
+function exportPanel(job, box, signal) {
+  const base = `/fine_tuning/jobs/${encodeURIComponent(job.id)}/exports`;
+  const rows = {}, info = {};
+  for (const [fmt, title, short, help] of EXPORTS) {
+    rows[fmt] = el("div", { class: "export", id: `export-${fmt}`, "data-status": "none" });
+    info[fmt] = { title, short, help };
+  }
+  box.replaceChildren(el("h2", { id: "exports-title" }, "Export"),
+    el("p", { class: "help" }, "Each export runs on the server in the background and is checked by reloading it before it is offered."),
+    ...Object.values(rows));
+  let timer = null;
+  function draw(fmt, exp) {
+    const row = rows[fmt], { title, short, help } = info[fmt];
+    row.dataset.status = exp ? exp.status : "none";
+    const start = el("button", {
+      type: "button", id: `export-${fmt}-start`, class: exp ? "quiet" : "",
+      disabled: exp && (exp.status === "queued" || exp.status === "running"),
+      onclick: async () => {
+        try {
+          draw(fmt, await api(base, { method: "POST", body: { format: fmt } }));
+          poll();
+        } catch (e) {
+          toast(e.message, true);
+        }
+      },
+    }, exp && exp.status === "failed" ? `Retry the ${short} export` : `Export ${short}`);
+    const parts = [el("h3", {}, title), el("p", { class: "help" }, help)];
+    const line = el("div", { class: "row" }, exp && exp.status !== "failed" ? null : start);
+    if (exp) line.append(badge(exp.status));
+    if (exp && (exp.status === "queued" || exp.status === "running")) {
+      const p = exp.progress || { percent: 0, message: exp.status === "queued" ? "waiting for another export" : "starting" };
+      line.append(el("progress", { max: 100, value: p.percent || 0, "aria-label": `${title} export progress` }),
+        el("span", { class: "small" }, `${p.percent || 0}% · ${p.message || ""}`));
+    }
+    parts.push(line);
+    if (exp && exp.status === "failed" && exp.error) parts.push(el("p", { class: "bad" }, exp.error.message));
+    if (exp && exp.status === "succeeded" && exp.download) {
+      const path = `${base}/${encodeURIComponent(exp.id)}/content`;
+      const main = el("button", { type: "button", id: `export-${fmt}-download` }, `Download ${exp.download.name} (${fmtBytes(exp.download.bytes)})`);
+      main.addEventListener("click", () => download(path, exp.download.name, main));
+      const links = el("div", { class: "row" }, main);
+      const modelfile = (exp.files || []).find((f) => f.name === "Modelfile");
+      if (modelfile) {
+        const mf = el("button", { type: "button", class: "quiet", id: `export-${fmt}-modelfile` }, "Download Modelfile");
+        mf.addEventListener("click", () => download(`${path}?file=Modelfile`, "Modelfile", mf));
+        links.append(mf);
+      }
+      parts.push(links);
+      const rt = exp.roundtrip;
+      if (rt) parts.push(el("p", { class: "small muted" }, `Verified: tokens ${rt.tokens_match ? "identical" : "differ"}, chat template ${rt.template_match ? "identical" : "differs"}, top-1 agreement ${fmtNum(100 * rt.top1_agreement, 3)}% over ${rt.positions} positions${exp.seconds ? `; took ${fmtDuration(exp.seconds)}` : ""}.`));
+      if (fmt === "gguf") parts.push(el("p", { class: "small" }, "Then: ", el("code", {}, `ollama create ${exp.name || "my-model"} -f Modelfile`), " in the folder holding both files."));
+      for (const w of exp.warnings || []) parts.push(el("p", { class: "small warn" }, w));
+    }
+    row.replaceChildren(...parts);
+  }
+  async function refresh() {
+    const page = await api(base, { signal });
+    const latest = {};
+    for (const e of page.data) latest[e.format] = e;
+    for (const [fmt] of EXPORTS) draw(fmt, latest[fmt]);
+    return page.data.some((e) => e.status === "queued" || e.status === "running");
+  }
+  function poll() {
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      try {
+        if (await refresh()) poll();
+      } catch (e) {
+        if (!quiet(e)) toast(e.message, true);
+      }
+    }, 1000);
+  }
+  signal.addEventListener("abort", () => clearTimeout(timer));
+  refresh().then((active) => active && poll()).catch((e) => {
+    if (!quiet(e)) box.append(el("p", { class: "bad" }, e.message));
+  });
 }
 
 // ---------------------------------------------------------------------------------- Verdict
