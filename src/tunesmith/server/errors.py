@@ -46,6 +46,17 @@ def not_found(kind: str, ident: str, param: str | None = None) -> ApiError:
     return ApiError(404, f"No such {kind}: {ident!r}", code=f"{kind}_not_found", param=param)
 
 
+def model_not_offered(model: str, offered: Any, use: str) -> ApiError:
+    """The 400 for a model the operator does not offer (`use`: what it cannot be used for)."""
+    names = ", ".join(sorted(offered))
+    return ApiError(
+        400,
+        f"model {model!r} cannot be {use} here (offered: {names})",
+        code="model_not_available",
+        param="model",
+    )
+
+
 def envelope(
     status: int, message: str, *, code: str | None = None, param: str | None = None
 ) -> JSONResponse:

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 
 from tunesmith.server.auth import project_of
-from tunesmith.server.errors import ApiError, not_found
+from tunesmith.server.errors import ApiError, model_not_offered, not_found
 from tunesmith.server.filecheck import public_report, report_cache, token_report, validate_upload
 from tunesmith.server.schemas import file_object, page
 from tunesmith.store import repo
@@ -173,13 +173,7 @@ def validation(
     report = record.report
     if model is not None:
         if model not in settings.models:
-            offered = ", ".join(sorted(settings.models))
-            raise ApiError(
-                400,
-                f"model {model!r} is not offered here (offered: {offered})",
-                code="model_not_available",
-                param="model",
-            )
+            raise model_not_offered(model, settings.models, "used to read files")
         if not Path(record.path).is_file():
             raise not_found("file", file_id)
         report = token_report(settings, record, model)

@@ -26,7 +26,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from tunesmith.server.auth import project_of
-from tunesmith.server.errors import ApiError, not_found
+from tunesmith.server.errors import ApiError, model_not_offered, not_found
 from tunesmith.server.filecheck import file_problem
 from tunesmith.server.routes.graders import check_grader
 from tunesmith.server.schemas import (
@@ -128,13 +128,7 @@ def _method(request: Request, body: JobCreate) -> dict[str, Any]:
 def _check_model(request: Request, model: str) -> None:
     settings = request.app.state.settings
     if model not in settings.models:
-        offered = ", ".join(sorted(settings.models))
-        raise ApiError(
-            400,
-            f"model {model!r} cannot be fine-tuned here (offered: {offered})",
-            code="model_not_available",
-            param="model",
-        )
+        raise model_not_offered(model, settings.models, "fine-tuned")
 
 
 @router.post("/fine_tuning/jobs")
