@@ -28,8 +28,8 @@ def plan(n: int, tokens: int, *, n_val: int = 0, val_tokens: int = 0, **spec):
 
 @pytest.mark.parametrize(
     ("n", "passes"),
-    [(1, 25), (10, 100), (33, 100), (100, 300), (333, 999), (600, 1000), (1000, 1000),
-     (20_000, 20_000), (100_000, 100_000)],
+    [(1, 25), (10, 100), (33, 100), (100, 300), (200, 600), (443, 600), (600, 600),
+     (1000, 1000), (20_000, 20_000), (100_000, 100_000)],
 )  # fmt: skip
 def test_example_passes_follow_the_rule(n, passes):
     assert auto.auto_passes(n) == passes
@@ -58,10 +58,27 @@ def test_small_sets_take_small_steps_and_large_sets_big_ones():
     assert mid.examples_per_step == pytest.approx(10, abs=0.1)
     assert big.examples_per_step == pytest.approx(16, abs=0.1)  # 16k tokens of 1k examples
     assert small.total_steps == 102 and mid.total_steps == 100 and big.total_steps == 1250
-    # the rule of the issue's data set: 600 short examples -> 1,000 passes, not 10 epochs
+    # the issue's data set: 600 short examples -> one epoch (600 passes), not 10 epochs
     issue = plan(600, 300)
-    assert issue.passes == pytest.approx(1000, rel=0.02) and issue.epochs == 2
+    assert issue.passes == 600 and issue.epochs == 1
     assert 80 <= issue.total_steps <= 120
+
+
+@pytest.mark.parametrize(
+    ("adapter", "n_params", "rate"),
+    [("lora", 135e6, 5e-4), ("qlora", 7e9, 2e-4), ("dora", 70e9, 1e-4), ("lora", None, 2e-4),
+     ("none", 135e6, 2e-5)],
+)  # fmt: skip
+def test_the_learning_rate_follows_the_adapter_and_the_model_size(adapter, n_params, rate):
+    got, why = auto.auto_learning_rate(adapter, 1.0, n_params)
+    assert got == pytest.approx(rate) and f"{rate:g}" in why
+    assert auto.auto_learning_rate(adapter, 0.5, n_params)[0] == pytest.approx(rate / 2)
+    spec = load_spec({"adapter": adapter})
+    p = auto.plan_run(
+        spec, n_examples=100, n_rows=10, row_tokens=10_000, n_val_rows=0, val_row_tokens=0,
+        n_params=n_params,
+    )  # fmt: skip
+    assert p.learning_rate == pytest.approx(rate)
 
 
 def test_user_values_are_kept():

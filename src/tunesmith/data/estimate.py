@@ -72,6 +72,7 @@ def add_estimates(
         n_val_rows=val_rows,
         val_row_tokens=val_tokens,
         batch_size=batch,
+        n_params=n_params,
     )
     report.hyperparameters = {
         "epochs": plan.epochs,

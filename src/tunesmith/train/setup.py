@@ -345,7 +345,8 @@ def _load_base(spec: RunSpec, base_path: Path, device: Any) -> tuple[Any, Any]:
 
 
 def _resolve(spec: RunSpec, data: Any, rows: list, val_rows: list, cfg: Any, weight_bytes: int,
-             info: dist.DistInfo, device: Any, dts: tuple[Any, Any]) -> ResolvedSpec:  # fmt: skip
+             info: dist.DistInfo, device: Any, dts: tuple[Any, Any],
+             n_params: int | None = None) -> ResolvedSpec:  # fmt: skip
     from tunesmith.auto import resolve_spec
 
     resolved = resolve_spec(
@@ -360,6 +361,7 @@ def _resolve(spec: RunSpec, data: Any, rows: list, val_rows: list, cfg: Any, wei
         weight_bytes=weight_bytes,
         row_tokens=sum(len(r) for r in rows),
         val_row_tokens=sum(len(r) for r in val_rows),
+        n_params=n_params,
     )
     notes = dict(resolved.auto_notes)
     notes["device"] = f"{device} ({resolved.device})"
@@ -463,10 +465,11 @@ def prepare(
             "memory (its files stay as they are); a new adapter trains on top"
         )
     if not isinstance(spec, ResolvedSpec):
-        weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
-        spec = _resolve(
-            spec, data, rows, val_rows, loaded.model.config, weight_bytes, info, device, dts
-        )
+        params = list(loaded.model.parameters())
+        weight_bytes = sum(p.numel() * p.element_size() for p in params)
+        n_params = count_parameters(loaded.model).total  # 4-bit weights at their real count
+        spec = _resolve(spec, data, rows, val_rows, loaded.model.config, weight_bytes, info,
+                        device, dts, n_params)  # fmt: skip
     elif spec.world_size != info.world_size:
         say(
             f"run started on {spec.world_size} processes, resuming on {info.world_size}; "
