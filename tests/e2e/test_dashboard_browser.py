@@ -211,9 +211,11 @@ def test_dashboard_from_upload_to_playground(
     assert "auto" in rows["epochs"] and "the server" in rows["grad_accum"], rows  # job_defaults
     assert "auto now:" in text_of("#hp-n_epochs-help")
     epochs.clear()
-    epochs.send_keys("1")
-    shown = _until(lambda: estimate("1"), "the estimate with 1 epoch", deadline)
-    assert "you" in shown["rows"]["epochs"] and "\t1\t" in shown["rows"]["epochs"], shown["rows"]
+    # 3 epochs: the tiny model's job must last long enough for the curve to be seen growing
+    # (1 epoch with 6 in-run validations ends within a poll or two)
+    epochs.send_keys("3")
+    shown = _until(lambda: estimate("3"), "the estimate with 3 epochs", deadline)
+    assert "you" in shown["rows"]["epochs"] and "\t3\t" in shown["rows"]["epochs"], shown["rows"]
     find(By.ID, "job-suffix").send_keys("dash")
     shot("3-new-job")
     browser.execute_script("document.getElementById('estimate').scrollIntoView()")

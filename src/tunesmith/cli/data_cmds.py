@@ -266,12 +266,12 @@ def print_report(report: Any) -> None:
             console.print(Text(f"  {key}: {why}", style="dim"))
     est = report.estimate
     if est:
-        parts = [f"training {_duration(est['seconds'])}"]
+        parts = [_duration(est["seconds"])]
         if est.get("compare_seconds") is not None:
-            parts.append(f"base-vs-tuned comparison {_duration(est['compare_seconds'])}")
+            parts.append(f"then the base-vs-tuned comparison {_duration(est['compare_seconds'])}")
         console.print(
             Text(
-                f"estimated time on this machine: {', '.join(parts)} "
+                f"estimated training time on this machine: {', '.join(parts)} "
                 f"({est['train_tokens']:,} tokens trained, {est['val_tokens']:,} validated, "
                 f"{_count(est['n_params'])} parameters; from {est['basis']})"
             )
