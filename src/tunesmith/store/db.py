@@ -91,7 +91,7 @@ class Store:
         os.register_at_fork(after_in_child=lambda: _forget_pool(ref))
         if migrate:
             try:
-                self.migrate()
+                self._migrate_when_unlocked()
             except OperationalError as exc:
                 self.engine.dispose()
                 raise TunesmithError(
@@ -125,6 +125,25 @@ class Store:
                 session.execute(text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one()
             )
         return time.time()
+
+    def _migrate_when_unlocked(self, wait_s: float = 30.0) -> None:
+        """`migrate`, again while SQLite answers "database is locked" (up to `wait_s`): two
+        processes opening a fresh file at once race for its first write (switching it to WAL,
+        creating the tables), and SQLite reports some of those collisions at once instead of
+        waiting out busy_timeout. Migrating is idempotent, so the loser just tries again."""
+        deadline = time.monotonic() + wait_s
+        pause = 0.05
+        while True:
+            try:
+                self.migrate()
+                return
+            except OperationalError as exc:
+                locked = self.dialect == "sqlite" and "locked" in str(exc.orig)
+                if not locked or time.monotonic() + pause > deadline:
+                    raise
+                self.engine.dispose()  # a connection that failed mid-setup is not reused
+                time.sleep(pause)
+                pause = min(1.0, pause * 2)
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (a no-op when it is there already: then no
