@@ -28,6 +28,14 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_MAX_SEQ_LEN = 1024
 
 
+def _bounded_or_auto(value: Any, low: float, *, strict: bool = False) -> Any:
+    """The one check of a number that may also be `auto`: at least `low` (above it: `strict`)."""
+    if isinstance(value, int | float) and not (value > low if strict else value >= low):
+        text = f"> {low:g}" if strict else ("at least 1" if low == 1 else f">= {low:g}")
+        raise ValueError(f"must be {text} (or auto)")
+    return value
+
+
 class _Strict(BaseModel):
     # allow_inf_nan=False: `learning_rate: .inf` or `warmup: nan` is a typo, never a setting.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
@@ -79,9 +87,7 @@ class EvalSpec(_Strict):
     @field_validator("max_tokens")
     @classmethod
     def _positive_tokens(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("must be at least 1 (or auto)")
-        return value
+        return _bounded_or_auto(value, 1)
 
 
 class EarlyStoppingSpec(_Strict):
@@ -98,9 +104,7 @@ class EarlyStoppingSpec(_Strict):
     @field_validator("min_delta")
     @classmethod
     def _non_negative(cls, value: float | str) -> float | str:
-        if isinstance(value, float) and value < 0:
-            raise ValueError("must be >= 0 (or auto)")
-        return value
+        return _bounded_or_auto(value, 0.0)
 
 
 class DistributedSpec(_Strict):
@@ -298,16 +302,12 @@ class RunSpec(_Strict):
     @field_validator("epochs", "batch_size", "grad_accum", "save_every_steps")
     @classmethod
     def _positive(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("must be at least 1 (or auto)")
-        return value
+        return _bounded_or_auto(value, 1)
 
     @field_validator("learning_rate")
     @classmethod
     def _positive_lr(cls, value: float | str) -> float | str:
-        if isinstance(value, float) and not value > 0:
-            raise ValueError("must be > 0 (or auto)")
-        return value
+        return _bounded_or_auto(value, 0.0, strict=True)
 
 
 class ResolvedSpec(RunSpec):
