@@ -804,7 +804,10 @@ def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def load_resume(path: Path, settings: dict) -> dict:
+MACHINE_KEYS = ("cpu", "cpu_flags", "cpu_count", "cuda")  # what makes two timings comparable
+
+
+def load_resume(path: Path, settings: dict, host: dict) -> dict:
     report = json.loads(path.read_text())
     if report.get("bench") != "auto_quality":
         raise SystemExit(f"{path}: not an auto_quality results file")
@@ -814,6 +817,16 @@ def load_resume(path: Path, settings: dict) -> dict:
             raise SystemExit(
                 f"{path} was measured with {key}={theirs.get(key)!r}, not {settings[key]!r}"
             )
+    # One table, one machine kind: the cells' times are compared with each other, and bf16 units
+    # (or their absence) change both the times and the numerics.
+    theirs_host = report.get("host", {})
+    differ = [k for k in MACHINE_KEYS if theirs_host.get(k) != host.get(k)]
+    if differ:
+        raise SystemExit(
+            f"{path} was measured on another machine kind ("
+            + ", ".join(f"{k}: {theirs_host.get(k)!r} there, {host.get(k)!r} here" for k in differ)
+            + "); start a new results file here instead of mixing the two in one table"
+        )
     return report
 
 
@@ -904,20 +917,21 @@ def run(args: argparse.Namespace, names: list[str], cells: list[str], tmp: Path)
             "estimate_error": TARGET_ESTIMATE_ERROR,
         },
     }
+    host = host_info()
     if args.resume_json:
-        report = load_resume(args.resume_json, settings)
+        report = load_resume(args.resume_json, settings, host)
         out = args.resume_json
     else:
         report = {"bench": "auto_quality", "started_utc": utc_now(), "cells": [], "datasets": {}}
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         out = args.out / f"auto_quality-{stamp}.json"
-    host = host_info()
     load_before = os.getloadavg()
     session = {
         "started_utc": utc_now(),
         "argv": sys.argv[1:],
         "load_average_before": load_before,
         "code": code_state(),
+        "host": host,
     }
     report.update(settings=settings, host=host)
     report.setdefault("sessions", []).append(session)
