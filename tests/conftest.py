@@ -30,7 +30,10 @@ def tiny_tokenizer(tiny_model_dir: Path):
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request) -> None:
-    """Each test gets its own TUNESMITH_HOME unless it uses the real default model."""
+    """Each test gets its own TUNESMITH_HOME unless it uses the real default model; servers
+    decode with torch whether or not llama-cpp-python is installed here (the tests of the
+    llama.cpp engine ask for it by name)."""
+    monkeypatch.setenv("TUNESMITH_SERVE_ENGINE", "torch")
     if request.node.get_closest_marker("slow") is None:
         monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path / "tunesmith-home"))
 

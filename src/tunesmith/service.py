@@ -52,6 +52,17 @@ class ServerSettings(BaseSettings):
         "bytes per step, slightly different answers), float32 (exact), or auto: int8 where "
         "this CPU runs the int8 kernel clearly faster than float32 (inference/packed.py)",
     )
+    serve_engine: Literal["auto", "torch", "llamacpp"] = Field(
+        "auto",
+        description="what decodes chat completions: torch (our engine; batches concurrent "
+        "requests and any LoRA adapters of one base together), llamacpp (llama-cpp-python, the "
+        "'llamacpp' extra: a GGUF of each model, exported once, one request at a time, several "
+        "times faster per stream on a CPU), or auto: llamacpp when it is installed and no GPU "
+        "is, else torch",
+    )
+    serve_gguf_quantize: Literal["q8_0", "f16", "bf16", "f32"] = Field(
+        "q8_0", description="weights of the GGUF a fine-tune is exported to for llama.cpp"
+    )
     pinned_models: list[str] = Field(
         default_factory=list, description="load targets never evicted from memory"
     )

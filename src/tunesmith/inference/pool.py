@@ -11,6 +11,11 @@ adapter dir, `RUN@step-N`) into a `Served`: the tokenizer to render prompts with
 Models are kept least recently used first, up to `capacity` (a model with requests in flight
 or a pinned target's model is never evicted); adapters per base up to `max_adapters`.
 Loading happens outside the pool's lock, one load per model however many requests wait for it.
+
+With `gguf_of` (the server passes one when llama-cpp-python is installed and its engine setting
+allows it), a target that has a GGUF file is served by llama.cpp instead (llamacpp.py): its own
+model keyed `gguf:FILE`, the adapter already merged into the file, our tokenizer for prompts
+and text; the same LRU, pinning and eviction rules apply to it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import queue
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -30,6 +35,7 @@ from tunesmith.inference.batch import BASE
 from tunesmith.inference.completion import Completion, TextStream
 from tunesmith.inference.engine import GenerationSettings
 from tunesmith.inference.layout import transpose_linear_storage
+from tunesmith.inference.llamacpp import Factory, LlamaCppScheduler
 from tunesmith.inference.loading import LOADING
 from tunesmith.inference.packed import Precision, choose, pack_linears
 from tunesmith.inference.sampling import Sampler
@@ -43,13 +49,18 @@ class _Model:
 
     key: str
     loaded: LoadedModel
-    scheduler: Scheduler
-    adapters: AdapterSet
+    scheduler: Scheduler | LlamaCppScheduler
+    adapters: AdapterSet | None  # None: a GGUF model served by llama.cpp (no adapters on it)
     lock: threading.Lock
+    stop_ids: list[int] = field(default_factory=list)  # a GGUF model's (torch ones: per target)
 
     @property
     def busy(self) -> bool:
-        return self.scheduler.busy or self.adapters.in_use
+        return self.scheduler.busy or (self.adapters is not None and self.adapters.in_use)
+
+    @property
+    def engine(self) -> str:
+        return "llama.cpp" if isinstance(self.scheduler, LlamaCppScheduler) else "torch"
 
 
 @dataclass(eq=False)
@@ -78,9 +89,10 @@ class Served:
         if self.model.scheduler.closed and self.pool is not None:  # evicted since `get`
             return self.pool.get(self.target).submit(ids, settings, stops, sink=sink, tag=tag)
         name, done = BASE, None
-        if self.adapter_dir is not None:
-            name = self.model.adapters.acquire(self.adapter_dir)
-            done = partial(self.model.adapters.release, name)
+        adapters = self.model.adapters
+        if self.adapter_dir is not None and adapters is not None:
+            name = adapters.acquire(self.adapter_dir)
+            done = partial(adapters.release, name)
         text = TextStream(
             self.tokenizer, prompt_tokens=len(ids), max_tokens=settings.max_new_tokens,
             stops=stops, stop_ids=self.stop_ids,
@@ -127,6 +139,9 @@ class ModelPool:
         wait_ms: float = 5.0,
         fused_lora: bool = True,
         precision: Precision = "float32",
+        gguf_of: Callable[[str], Path | None] | None = None,
+        gguf_context: int = 4096,
+        gguf_factory: Factory | None = None,
         **load_kwargs: Any,
     ):
         self.capacity = max(1, capacity)
@@ -141,6 +156,10 @@ class ModelPool:
         self._lock = threading.Lock()
         self._gates: dict[str, threading.Lock] = {}
         self._load_kwargs = load_kwargs
+        # target -> its GGUF file (or None: served by torch); called once per target and load
+        self.gguf_of = gguf_of
+        self.gguf_context = gguf_context
+        self.gguf_factory = gguf_factory  # tests: a stand-in for llama_cpp.Llama
 
     def __contains__(self, target: str) -> bool:
         return target in self._targets
@@ -161,10 +180,14 @@ class ModelPool:
                 return served
             gate = self._gates.setdefault(target, threading.Lock())
         with gate:
+            gguf = self.gguf_of(target) if self.gguf_of is not None else None
+            if gguf is not None:
+                return self._serve_gguf(target, gguf)
             key, adapter, merge = self._plan(target)
             model = self._model(key, target if merge else key, merge)
             tokenizer = model.loaded.tokenizer
             if adapter is not None:
+                assert model.adapters is not None  # a torch model (GGUF ones returned above)
                 if target in self.pinned:
                     model.adapters.pin(adapter)
                 model.adapters.release(model.adapters.acquire(adapter))  # load now, errors here
@@ -181,6 +204,21 @@ class ModelPool:
                 self._gates.pop(target, None)
             return served
 
+    def _serve_gguf(self, target: str, gguf: Path) -> Served:
+        """`target` through llama.cpp (called under the target's gate)."""
+        key = f"gguf:{gguf}"
+        model = self._model(key, target, False, gguf=gguf)
+        scheduler = model.scheduler
+        context = scheduler.context if isinstance(scheduler, LlamaCppScheduler) else 0
+        served = Served(
+            target, model.loaded.tokenizer, context,
+            model.stop_ids, model, None, self,
+        )  # fmt: skip
+        with self._lock:
+            self._targets[target] = served
+            self._gates.pop(target, None)
+        return served
+
     def drop(self, target: str) -> None:
         """Forget `target` (its model was deleted): its adapter, or its own model, leaves memory
         once its requests in flight have finished."""
@@ -189,15 +227,22 @@ class ModelPool:
             if served is None:
                 return
             model = served.model
-            if served.adapter_dir is not None:
+            if served.adapter_dir is not None or model.adapters is None:  # shared model
                 for name, other in list(self._targets.items()):
                     if other.adapter_dir == served.adapter_dir and other.model is model:
                         del self._targets[name]
             elif self._models.get(model.key) is model:
                 del self._models[model.key]
                 self._forget(model)
-        if served.adapter_dir is not None:
+        if served.adapter_dir is not None and model.adapters is not None:
             model.adapters.drop(served.adapter_dir)
+        elif model.adapters is None:  # a GGUF: other targets may name the same file
+            with self._lock:
+                if any(s.model is model for s in self._targets.values()):
+                    return
+                if self._models.get(model.key) is model:
+                    del self._models[model.key]
+            model.scheduler.close()
         else:
             model.scheduler.close()
 
@@ -222,7 +267,7 @@ class ModelPool:
             return f"merged:{ref.adapter}", None, True
         return str(prepare(ref)), None, False
 
-    def _model(self, key: str, load_name: str, merge: bool) -> _Model:
+    def _model(self, key: str, load_name: str, merge: bool, gguf: Path | None = None) -> _Model:
         with self._lock:
             model = self._models.get(key)
             if model is not None:
@@ -233,7 +278,10 @@ class ModelPool:
             with self._lock:
                 model = self._models.get(key)
             if model is None:
-                model = self._load(key, load_name, merge)
+                if gguf is not None:
+                    model = self._load_gguf(key, load_name, gguf)
+                else:
+                    model = self._load(key, load_name, merge)
                 with self._lock:
                     self._models[key] = model
                     victims = self._victims(keep=key)
@@ -265,6 +313,26 @@ class ModelPool:
         )  # fmt: skip
         return _Model(key, loaded, scheduler, adapters, lock)
 
+    def _load_gguf(self, key: str, target: str, gguf: Path) -> _Model:
+        """llama.cpp on the file; our tokenizer of `target` (its base's, or the adapter's own
+        when it was trained with its own chat template) renders prompts and decodes."""
+        from tunesmith.models.registry import prepare, resolve
+
+        ref = resolve(target)
+        tokenizer_dir = ref.adapter if ref.kind == "adapter" and ref.adapter is not None else None
+        if tokenizer_dir is None or not (tokenizer_dir / "tokenizer_config.json").is_file():
+            tokenizer_dir = prepare(ref.base if ref.kind == "adapter" and ref.base else ref)
+        tokenizer = load_tokenizer(tokenizer_dir)
+        base_dir = prepare(ref.base if ref.kind == "adapter" and ref.base else ref)
+        config = _read_config(base_dir)
+        context = min(self.gguf_context, int(config.get("max_position_embeddings") or 0) or 2048)
+        scheduler = LlamaCppScheduler(
+            gguf, context=context, name=gguf.stem, factory=self.gguf_factory
+        )
+        loaded = LoadedModel(None, tokenizer, ref, gguf, "cpu", None)
+        stops = stop_token_ids(tokenizer, _generation_config(base_dir))
+        return _Model(key, loaded, scheduler, None, threading.Lock(), stops)
+
     def _pinned_keys(self) -> set[str]:
         return {s.model.key for t, s in self._targets.items() if t in self.pinned}
 
@@ -287,3 +355,25 @@ class ModelPool:
         for name, served in list(self._targets.items()):
             if served.model is model:
                 del self._targets[name]
+
+
+def _read_config(model_dir: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _generation_config(model_dir: Path) -> Any:
+    """The model dir's generation config (None when it has none)."""
+    if not (model_dir / "generation_config.json").is_file():
+        return None
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(model_dir)
+    except (OSError, ValueError):
+        return None

@@ -16,7 +16,9 @@ from typing import Any
 from fastapi import FastAPI
 
 from tunesmith import __version__
+from tunesmith.errors import TunesmithError
 from tunesmith.server import errors
+from tunesmith.server.gguf_cache import GgufCache
 from tunesmith.server.routes import chat, dashboard, exports, files, fine_tuning, graders, models
 from tunesmith.service import ServerSettings
 
@@ -52,6 +54,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         max_adapters=settings.max_loaded_adapters,
         max_batch=settings.max_batch,
         precision=settings.serve_precision,
+        gguf_of=gguf_source(settings),
     )
     app.state.started = time.time()
     app.state.estimates = {}  # recent job estimates (server/estimates.py)
@@ -66,3 +69,28 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         return {"status": "ok", "version": __version__, "store": store.dialect}
 
     return app
+
+
+def gguf_source(settings: ServerSettings) -> GgufCache | None:
+    """Where the pool finds GGUF files for llama.cpp, or None: everything runs on torch."""
+    from tunesmith.inference.llamacpp import available
+
+    engine = settings.serve_engine
+    if engine == "torch":
+        return None
+    if not available():
+        if engine == "llamacpp":
+            raise TunesmithError(
+                "serve_engine is 'llamacpp' but llama-cpp-python is not installed",
+                hint="pip install 'tunesmith[llamacpp]', or set serve_engine to auto or torch",
+            )
+        return None
+    if engine == "auto" and _has_gpu():
+        return None
+    return GgufCache(settings.home, settings.serve_gguf_quantize)
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())

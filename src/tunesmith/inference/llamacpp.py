@@ -1,0 +1,162 @@
+"""Serving a GGUF model through llama.cpp (the optional `llamacpp` extra): fast single streams.
+
+Why: on a CPU one stream of our PyTorch engine decodes at a fraction of llama.cpp's speed
+(issue 13 measured 17.7 vs 55.9 tokens/s on the default model), because llama.cpp runs the
+whole step in hand-written kernels over quantised weights with no Python between layers. So a
+server with `llama-cpp-python` installed serves a target that has a GGUF file (the shipped
+default model, or a fine-tune exported once to a cache, see server/gguf_cache.py) through
+llama.cpp. One engine, one request at a time, first come first served: llama-cpp-python's
+`Llama` holds one sequence, so concurrent requests queue here (an operator who wants batched
+decoding of many streams sets `serve_engine: torch`).
+
+`LlamaCppScheduler` has the interface of `Scheduler` (`submit`, `busy`, `closed`, `close`), so
+`Served` (pool.py) and the routes do not know which engine answers. It takes the prompt as
+token ids of our tokenizer: the GGUF's vocabulary is the same (our exporter writes it from that
+tokenizer, and the default model's tokenizer is read from its GGUF), and the reply goes
+through the same `TextStream` (stop strings, stop tokens, max_tokens, incremental text).
+Sampling: temperature 0 is greedy; otherwise llama.cpp's own sampler with the request's
+temperature, top_p and seed, no top-k, min-p or repeat penalty (OpenAI's semantics): a seeded
+request repeats itself on this engine, not across engines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import queue
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tunesmith.inference.scheduler import Request
+
+Factory = Callable[[Path, int], Any]  # (gguf file, context length) -> a llama_cpp.Llama
+
+
+def available() -> bool:
+    """Whether llama-cpp-python is installed (found without importing it)."""
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def open_llama(gguf: Path, context: int) -> Any:
+    """A `llama_cpp.Llama` for `gguf` on this machine's cores, quiet, `context` tokens long."""
+    import os
+
+    import llama_cpp
+
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return llama_cpp.Llama(
+        model_path=str(gguf), n_ctx=context, n_threads=threads or 1, n_batch=512, verbose=False
+    )
+
+
+class LlamaCppScheduler:
+    """The generation thread of one GGUF model: requests in order, one at a time."""
+
+    def __init__(
+        self,
+        gguf: Path,
+        *,
+        context: int = 2048,
+        name: str = "gguf",
+        factory: Factory | None = None,
+    ):
+        self.gguf = gguf
+        self.context = context
+        self.largest_batch = 0  # observability, as Scheduler (always 1 here once busy)
+        self.steps = 0  # tokens generated
+        self.inbox: queue.Queue[Request | None] = queue.Queue()
+        self._open = 0
+        self._count = threading.Lock()
+        self._closed = False
+        # Loaded here, in the caller's thread: a file llama.cpp cannot open fails `pool.get`.
+        self._llama = (factory or open_llama)(gguf, context)
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"llamacpp-{name}")
+        self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        return self._open > 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def submit(self, request: Request) -> Request:
+        if self._closed:
+            raise RuntimeError("this model has been unloaded")
+        with self._count:
+            self._open += 1
+        done = request.on_done
+
+        def finished() -> None:
+            with self._count:
+                self._open -= 1
+            if done is not None:
+                done()
+
+        request.on_done = finished
+        self.inbox.put(request)
+        return request
+
+    def close(self, wait: bool = False) -> None:
+        """Stop after the requests already submitted have finished."""
+        self._closed = True
+        self.inbox.put(None)
+        if wait:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            request = self.inbox.get()
+            if request is None:
+                break
+            try:
+                if not request.cancelled.is_set():
+                    self.largest_batch = 1
+                    self._generate(request)
+                request.finish()
+            except Exception as exc:  # this request gets it; the engine goes on
+                with contextlib.suppress(Exception):
+                    request.finish(exc)
+        with contextlib.suppress(Exception):
+            self._llama.close()
+
+    def _generate(self, request: Request) -> None:
+        sampler = request.sampler
+        room = self.context - len(request.ids)  # the server refuses longer asks up front
+        if room <= 0:
+            raise ValueError(
+                f"the prompt ({len(request.ids)} tokens) fills this engine's context of "
+                f"{self.context} tokens"
+            )
+        if not sampler.greedy:
+            self._llama.set_seed(int(sampler.seed) % 2**31)
+        tokens = self._llama.generate(
+            request.ids,
+            temp=0.0 if sampler.greedy else sampler.temperature,
+            top_p=sampler.top_p,
+            top_k=0,  # off: OpenAI's sampling has none
+            min_p=0.0,
+            repeat_penalty=1.0,
+            reset=True,  # llama-cpp-python keeps the longest common prefix of the last prompt
+        )
+        try:
+            for token in tokens:
+                if request.cancelled.is_set():
+                    return
+                self.steps += 1
+                piece = request.text.add(int(token))
+                if piece:
+                    request.emit(piece)
+                if request.text.done:
+                    return
+                room -= 1
+                if room <= 0:  # the context is full: the reply ends as if at max_tokens
+                    request.text.finish_reason = "length"
+                    return
+        finally:
+            close = getattr(tokens, "close", None)
+            if close is not None:
+                close()

@@ -1,0 +1,194 @@
+"""The llama.cpp engine behind the pool, with a stand-in for `llama_cpp.Llama` (the real one is a
+15-minute optional build: tests/slow/test_serve_llamacpp.py runs it where it is installed)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tunesmith.inference import GenerationSettings
+from tunesmith.inference.completion import Completion
+from tunesmith.inference.pool import ModelPool
+
+GREEDY = GenerationSettings(max_new_tokens=32, temperature=0.0)
+
+
+class FakeLlama:
+    """Answers every prompt with `reply` (token ids), one token per `delay` seconds, and records
+    what it was asked: the prompt, the sampling arguments, the seed, overlapping calls."""
+
+    def __init__(self, path: Path, context: int, reply: list[int], delay: float = 0.0):
+        self.path, self.context, self.reply, self.delay = path, context, reply, delay
+        self.calls: list[dict[str, Any]] = []
+        self.seeds: list[int] = []
+        self.active = 0
+        self.most_active = 0
+        self.closed = False
+        self.fail_next = False
+
+    def set_seed(self, seed: int) -> None:
+        self.seeds.append(seed)
+
+    def generate(self, tokens: list[int], **kwargs: Any):
+        self.calls.append({"tokens": list(tokens), **kwargs})
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("llama_decode returned -1")
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        try:
+            for t in self.reply:
+                time.sleep(self.delay)
+                yield t
+            while True:  # llama.cpp goes on until its caller stops
+                time.sleep(self.delay)
+                yield self.reply[0]
+        finally:
+            self.active -= 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def made(tiny_tokenizer) -> dict[str, Any]:
+    """The fake llama the pool opened, and its factory."""
+    eos = tiny_tokenizer.eos_token_id
+    reply = [*tiny_tokenizer.encode("hello world", add_special_tokens=False), eos]
+    box: dict[str, Any] = {"reply": reply, "delay": 0.0}
+
+    def factory(path: Path, context: int) -> FakeLlama:
+        box["llama"] = FakeLlama(path, context, box["reply"], box["delay"])
+        return box["llama"]
+
+    box["factory"] = factory
+    return box
+
+
+def gguf_pool(made: dict[str, Any], tmp_path: Path, **kw: Any) -> tuple[ModelPool, Path]:
+    gguf = tmp_path / "model-q8_0.gguf"
+    gguf.write_bytes(b"GGUF")  # never opened: the factory stands in for llama.cpp
+    pool = ModelPool(2, gguf_of=lambda target: gguf, gguf_factory=made["factory"], **kw)
+    return pool, gguf
+
+
+def test_a_target_with_a_gguf_is_answered_by_llama_cpp(made, tiny_model_dir, tmp_path, prompts):
+    pool, gguf = gguf_pool(made, tmp_path, gguf_context=512)
+    try:
+        served = pool.get(str(tiny_model_dir))
+        assert served.model.engine == "llama.cpp"
+        assert pool.models() == [f"gguf:{gguf}"]
+        assert served.context == 512  # min(the setting, the model's max_position_embeddings)
+        done = served.complete(prompts[1], GREEDY)
+        assert (done.text, done.finish_reason) == ("hello world", "stop")
+        assert done.prompt_tokens == len(prompts[1])
+        call = made["llama"].calls[0]
+        assert call["tokens"] == prompts[1]  # our tokenizer's ids, as they are
+        assert (call["temp"], call["top_k"], call["min_p"], call["repeat_penalty"]) == (0, 0, 0, 1)
+        assert made["llama"].seeds == []  # greedy: no seed to set
+    finally:
+        pool.close()
+
+
+def test_sampling_settings_and_seed_reach_llama_cpp(made, tiny_model_dir, tmp_path, prompts):
+    pool, _ = gguf_pool(made, tmp_path)
+    try:
+        served = pool.get(str(tiny_model_dir))
+        settings = GenerationSettings(max_new_tokens=8, temperature=0.7, top_p=0.9, seed=1234)
+        served.complete(prompts[0], settings)
+        call = made["llama"].calls[0]
+        assert (call["temp"], call["top_p"]) == (0.7, 0.9)
+        assert made["llama"].seeds == [1234]
+    finally:
+        pool.close()
+
+
+def test_max_tokens_stop_strings_and_streaming(made, tiny_model_dir, tmp_path, prompts):
+    pool, _ = gguf_pool(made, tmp_path)
+    try:
+        served = pool.get(str(tiny_model_dir))
+        short = served.complete(prompts[0], GenerationSettings(max_new_tokens=1, temperature=0))
+        assert short.finish_reason == "length" and short.completion_tokens == 1
+        cut = served.complete(prompts[0], GREEDY, stops=[" wor"])
+        assert (cut.text, cut.finish_reason) == ("hello", "stop")
+        items = list(served.stream(prompts[0], GREEDY))
+        assert isinstance(items[-1], Completion)
+        assert "".join(i for i in items if isinstance(i, str)) == "hello world"
+    finally:
+        pool.close()
+
+
+def test_requests_queue_one_at_a_time_and_a_cancelled_one_stops(
+    made, tiny_model_dir, tmp_path, prompts
+) -> None:
+    made["delay"] = 0.01
+    made["reply"] = made["reply"][:-1]  # no end of turn: only max_tokens or a cancel ends it
+    pool, _ = gguf_pool(made, tmp_path)
+    try:
+        served = pool.get(str(tiny_model_dir))
+        out: list[Completion] = []
+        threads = [
+            threading.Thread(target=lambda p=p: out.append(served.complete(p, GREEDY)))
+            for p in prompts[:3]
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert [c.completion_tokens for c in out] == [32, 32, 32]
+        assert made["llama"].most_active == 1  # never two sequences at once on one Llama
+        stream = served.stream(prompts[0], GenerationSettings(max_new_tokens=1000))
+        next(stream)
+        stream.close()  # the client went away
+        deadline = time.monotonic() + 10
+        while served.model.busy and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not served.model.busy and made["llama"].active == 0
+    finally:
+        pool.close()
+
+
+def test_an_engine_error_ends_that_request_only(made, tiny_model_dir, tmp_path, prompts):
+    pool, _ = gguf_pool(made, tmp_path)
+    try:
+        served = pool.get(str(tiny_model_dir))
+        made["llama"].fail_next = True
+        with pytest.raises(RuntimeError, match="llama_decode"):
+            served.complete(prompts[0], GREEDY)
+        assert served.complete(prompts[0], GREEDY).text == "hello world"
+    finally:
+        pool.close()
+
+
+def test_drop_and_close_unload_the_gguf_model(made, tiny_model_dir, tmp_path, prompts):
+    pool, _ = gguf_pool(made, tmp_path)
+    served = pool.get(str(tiny_model_dir))
+    served.complete(prompts[0], GREEDY)
+    pool.drop(str(tiny_model_dir))
+    assert pool.models() == []
+    served.model.scheduler.close(wait=True)
+    assert made["llama"].closed
+
+
+def test_targets_without_a_gguf_stay_on_torch(made, tiny_model_dir, tmp_path, prompts):
+    pool = ModelPool(2, gguf_of=lambda target: None, gguf_factory=made["factory"])
+    try:
+        served = pool.get(str(tiny_model_dir))
+        assert served.model.engine == "torch" and "llama" not in made
+        assert served.complete(prompts[0], GREEDY).completion_tokens > 0
+    finally:
+        pool.close()
+
+
+def test_a_full_context_ends_the_reply_as_length(made, tiny_model_dir, tmp_path, prompts):
+    made["reply"] = made["reply"][:-1]
+    pool, _ = gguf_pool(made, tmp_path, gguf_context=len(prompts[1]) + 5)
+    try:
+        done = pool.get(str(tiny_model_dir)).complete(prompts[1], GREEDY)
+        assert (done.completion_tokens, done.finish_reason) == (5, "length")
+    finally:
+        pool.close()
