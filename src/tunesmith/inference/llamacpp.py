@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import queue
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tunesmith.inference.scheduler import Request
+from tunesmith.inference.scheduler import Inbox, Request
 
 Factory = Callable[[Path, int], Any]  # (gguf file, context length) -> a llama_cpp.Llama
 
@@ -51,7 +49,7 @@ def open_llama(gguf: Path, context: int) -> Any:
     )
 
 
-class LlamaCppScheduler:
+class LlamaCppScheduler(Inbox):
     """The generation thread of one GGUF model: requests in order, one at a time."""
 
     def __init__(
@@ -66,46 +64,9 @@ class LlamaCppScheduler:
         self.context = context
         self.largest_batch = 0  # observability, as Scheduler (always 1 here once busy)
         self.steps = 0  # tokens generated
-        self.inbox: queue.Queue[Request | None] = queue.Queue()
-        self._open = 0
-        self._count = threading.Lock()
-        self._closed = False
         # Loaded here, in the caller's thread: a file llama.cpp cannot open fails `pool.get`.
         self._llama = (factory or open_llama)(gguf, context)
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"llamacpp-{name}")
-        self._thread.start()
-
-    @property
-    def busy(self) -> bool:
-        return self._open > 0
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def submit(self, request: Request) -> Request:
-        if self._closed:
-            raise RuntimeError("this model has been unloaded")
-        with self._count:
-            self._open += 1
-        done = request.on_done
-
-        def finished() -> None:
-            with self._count:
-                self._open -= 1
-            if done is not None:
-                done()
-
-        request.on_done = finished
-        self.inbox.put(request)
-        return request
-
-    def close(self, wait: bool = False) -> None:
-        """Stop after the requests already submitted have finished."""
-        self._closed = True
-        self.inbox.put(None)
-        if wait:
-            self._thread.join()
+        self._start(f"llamacpp-{name}")
 
     def _run(self) -> None:
         while True:

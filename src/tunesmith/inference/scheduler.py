@@ -87,32 +87,21 @@ class _Fixed:
     mixed: Any = None
 
 
-class Scheduler:
-    def __init__(
-        self,
-        model: Any,
-        *,
-        lock: threading.Lock | None = None,
-        pad_id: int = 0,
-        max_batch: int = 16,
-        wait_s: float = 0.005,
-        name: str = "model",
-    ):
-        # What to run, read before each forward pass: a model, or an AdapterSet (`.model`, which
-        # becomes a peft model when the first adapter loads, and `.mixed`, its fused path).
-        self.source = model if hasattr(model, "mixed") else _Fixed(model)
-        self.lock = lock or threading.Lock()
-        self.pad_id = pad_id
-        self.max_batch = max(1, max_batch)
-        self.wait_s = max(0.0, wait_s)
+class Inbox:
+    """What every engine thread shares: an inbox of requests, a count of those not finished
+    (`busy`), `submit`, and `close` (a marker after the requests already queued). Subclasses
+    write `_run`, which takes requests from `self.inbox` until it gets None."""
+
+    def _start(self, thread_name: str) -> None:
         self.inbox: queue.Queue[Request | None] = queue.Queue()
-        self.largest_batch = 0  # the most rows one step has run (observability, tests)
-        self.steps = 0
         self._open = 0  # requests submitted and not finished yet
         self._count = threading.Lock()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"generate-{name}")
+        self._thread = threading.Thread(target=self._run, daemon=True, name=thread_name)
         self._thread.start()
+
+    def _run(self) -> None:
+        raise NotImplementedError
 
     @property
     def busy(self) -> bool:
@@ -145,6 +134,29 @@ class Scheduler:
         self.inbox.put(None)
         if wait:
             self._thread.join()
+
+
+class Scheduler(Inbox):
+    def __init__(
+        self,
+        model: Any,
+        *,
+        lock: threading.Lock | None = None,
+        pad_id: int = 0,
+        max_batch: int = 16,
+        wait_s: float = 0.005,
+        name: str = "model",
+    ):
+        # What to run, read before each forward pass: a model, or an AdapterSet (`.model`, which
+        # becomes a peft model when the first adapter loads, and `.mixed`, its fused path).
+        self.source = model if hasattr(model, "mixed") else _Fixed(model)
+        self.lock = lock or threading.Lock()
+        self.pad_id = pad_id
+        self.max_batch = max(1, max_batch)
+        self.wait_s = max(0.0, wait_s)
+        self.largest_batch = 0  # the most rows one step has run (observability, tests)
+        self.steps = 0
+        self._start(f"generate-{name}")
 
     # -- the loop ---------------------------------------------------------------------------------
 
