@@ -20,6 +20,7 @@ and text; the same LRU, pinning and eviction rules apply to it.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import warnings
@@ -41,6 +42,8 @@ from tunesmith.inference.packed import Precision, choose, pack_linears
 from tunesmith.inference.sampling import Sampler
 from tunesmith.inference.scheduler import Request, Scheduler, results
 from tunesmith.models.load import LoadedModel, load_model, load_tokenizer, stop_token_ids
+
+log = logging.getLogger("tunesmith.server")
 
 
 @dataclass(eq=False)
@@ -160,6 +163,7 @@ class ModelPool:
         self.gguf_of = gguf_of
         self.gguf_context = gguf_context
         self.gguf_factory = gguf_factory  # tests: a stand-in for llama_cpp.Llama
+        self._not_gguf: set[str] = set()  # targets whose GGUF llama.cpp could not load
 
     def __contains__(self, target: str) -> bool:
         return target in self._targets
@@ -180,9 +184,16 @@ class ModelPool:
                 return served
             gate = self._gates.setdefault(target, threading.Lock())
         with gate:
-            gguf = self.gguf_of(target) if self.gguf_of is not None else None
+            gguf = None
+            if self.gguf_of is not None and target not in self._not_gguf:
+                gguf = self.gguf_of(target)
             if gguf is not None:
-                return self._serve_gguf(target, gguf)
+                try:
+                    return self._serve_gguf(target, gguf)
+                except Exception as exc:  # a file llama.cpp cannot load: torch serves it
+                    log.warning("llama.cpp cannot load %s (%s): serving %s with torch",
+                                gguf, exc, target)  # fmt: skip
+                    self._not_gguf.add(target)  # asked once, not on every request
             key, adapter, merge = self._plan(target)
             model = self._model(key, target if merge else key, merge)
             tokenizer = model.loaded.tokenizer

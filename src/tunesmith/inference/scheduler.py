@@ -15,6 +15,7 @@ between steps.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import queue
 import threading
@@ -87,7 +88,7 @@ class _Fixed:
     mixed: Any = None
 
 
-class Inbox:
+class Inbox(abc.ABC):
     """What every engine thread shares: an inbox of requests, a count of those not finished
     (`busy`), `submit`, and `close` (a marker after the requests already queued). Subclasses
     write `_run`, which takes requests from `self.inbox` until it gets None."""
@@ -100,8 +101,8 @@ class Inbox:
         self._thread = threading.Thread(target=self._run, daemon=True, name=thread_name)
         self._thread.start()
 
-    def _run(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _run(self) -> None: ...
 
     @property
     def busy(self) -> bool:

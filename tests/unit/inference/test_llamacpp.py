@@ -192,3 +192,21 @@ def test_a_full_context_ends_the_reply_as_length(made, tiny_model_dir, tmp_path,
         assert (done.completion_tokens, done.finish_reason) == (5, "length")
     finally:
         pool.close()
+
+
+def test_a_gguf_llama_cpp_cannot_load_is_served_by_torch(tiny_model_dir, tmp_path, prompts):
+    tries = []
+
+    def broken(path: Path, context: int) -> Any:
+        tries.append(path)
+        raise ValueError(f"Failed to load model from file: {path}")
+
+    pool = ModelPool(1, gguf_of=lambda target: tmp_path / "bad.gguf", gguf_factory=broken)
+    try:
+        served = pool.get(str(tiny_model_dir))
+        assert served.model.engine == "torch"
+        assert served.complete(prompts[0], GREEDY).completion_tokens > 0
+        pool.drop(str(tiny_model_dir))
+        assert pool.get(str(tiny_model_dir)).model.engine == "torch" and len(tries) == 1
+    finally:
+        pool.close()
