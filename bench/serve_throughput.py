@@ -128,7 +128,14 @@ def server_env() -> dict[str, str]:
     (HTTP, streaming) and, on a shared box, get preempted inside the next barrier: measured
     here under a load of 3-4, a decoding step took 5x longer with spinning workers than with
     sleeping ones (OMP_WAIT_POLICY=PASSIVE), which match one thread. Set before torch loads."""
-    return {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    # Our batching engine is what this bench measures (bench/serve_llamacpp.py measures the
+    # llama.cpp engine, one stream at a time): with llama-cpp-python installed the server's
+    # default `serve_engine: auto` would serve the adapters through llama.cpp instead.
+    return {
+        **os.environ,
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+        "TUNESMITH_SERVE_ENGINE": "torch",
+    }
 
 
 def start_server(
