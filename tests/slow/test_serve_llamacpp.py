@@ -11,13 +11,13 @@ from tunesmith.inference import GenerationSettings, prompt_ids
 from tunesmith.inference.pool import ModelPool
 from tunesmith.server.gguf_cache import GgufCache
 
-pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (the llamacpp extra)")
 pytestmark = pytest.mark.slow
 GREEDY = GenerationSettings(max_new_tokens=12, temperature=0.0)
 PROMPTS = ["hi", "what is the capital of france?", "classify: my delivery is late"]
 
 
 def test_an_f32_export_answers_like_the_torch_engine(tiny_model_dir, tmp_path) -> None:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (llamacpp extra)")
     on_llama = ModelPool(1, gguf_of=GgufCache(tmp_path / "home", "f32"))
     on_torch = ModelPool(1, precision="float32")
     try:
