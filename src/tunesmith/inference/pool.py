@@ -210,10 +210,7 @@ class ModelPool:
                 stop_token_ids(tokenizer, getattr(model.loaded.model, "generation_config", None)),
                 model, adapter, self,
             )  # fmt: skip
-            with self._lock:
-                self._targets[target] = served
-                self._gates.pop(target, None)
-            return served
+            return self._remember(served)
 
     def _serve_gguf(self, target: str, gguf: Path) -> Served:
         """`target` through llama.cpp (called under the target's gate)."""
@@ -225,9 +222,13 @@ class ModelPool:
             target, model.loaded.tokenizer, context,
             model.stop_ids, model, None, self,
         )  # fmt: skip
+        return self._remember(served)
+
+    def _remember(self, served: Served) -> Served:
+        """Keep `served` for its target's next `get` (and retire the target's load gate)."""
         with self._lock:
-            self._targets[target] = served
-            self._gates.pop(target, None)
+            self._targets[served.target] = served
+            self._gates.pop(served.target, None)
         return served
 
     def drop(self, target: str) -> None:
