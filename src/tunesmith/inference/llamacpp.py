@@ -7,7 +7,9 @@ server with `llama-cpp-python` installed serves a target that has a GGUF file (t
 default model, or a fine-tune exported once to a cache, see server/gguf_cache.py) through
 llama.cpp. One engine, one request at a time, first come first served: llama-cpp-python's
 `Llama` holds one sequence, so concurrent requests queue here (an operator who wants batched
-decoding of many streams sets `serve_engine: torch`).
+decoding of many streams sets `serve_engine: torch`). Several GGUF models (one per fine-tune)
+take turns token by token (`CPU`, one lock for the process, handed over in arrival order):
+each llama.cpp step already uses every core, and two at once only fight over them.
 
 `LlamaCppScheduler` has the interface of `Scheduler` (`submit`, `busy`, `closed`, `close`), so
 `Served` (pool.py) and the routes do not know which engine answers. It takes the prompt as
@@ -23,13 +25,44 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-from collections.abc import Callable
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from tunesmith.inference.scheduler import Inbox, Request
 
 Factory = Callable[[Path, int], Any]  # (gguf file, context length) -> a llama_cpp.Llama
+
+
+class Turns:
+    """A lock handed over in the order it was asked for: a thread that lets go and asks again
+    at once goes behind the ones already waiting (threading.Lock lets it straight back in)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._waiting: deque[object] = deque()
+        self._held = False
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        me = object()
+        with self._cond:
+            self._waiting.append(me)
+            while self._held or self._waiting[0] is not me:
+                self._cond.wait()
+            self._waiting.popleft()
+            self._held = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._held = False
+                self._cond.notify_all()
+
+
+CPU = Turns()  # a turn for each llama.cpp step (prefill, one token), whichever model takes it
 
 
 def available() -> bool:
@@ -104,7 +137,11 @@ class LlamaCppScheduler(Inbox):
             reset=True,  # llama-cpp-python keeps the longest common prefix of the last prompt
         )
         try:
-            for token in tokens:
+            while True:
+                with CPU.turn():
+                    token = next(tokens, None)
+                if token is None:
+                    return
                 if request.cancelled.is_set():
                     return
                 self.steps += 1
