@@ -63,6 +63,12 @@ class ServerSettings(BaseSettings):
     serve_gguf_quantize: Literal["q8_0", "f16", "bf16", "f32"] = Field(
         "q8_0", description="weights of the GGUF a fine-tune is exported to for llama.cpp"
     )
+    serve_gguf_cache_gb: float = Field(
+        20.0,
+        gt=0,
+        description="the most disk the GGUF exports made for llama.cpp take under "
+        "home/cache/gguf; beyond it the least recently served are deleted",
+    )
     pinned_models: list[str] = Field(
         default_factory=list, description="load targets never evicted from memory"
     )

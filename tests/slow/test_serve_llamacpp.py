@@ -18,9 +18,11 @@ PROMPTS = ["hi", "what is the capital of france?", "classify: my delivery is lat
 
 def test_an_f32_export_answers_like_the_torch_engine(tiny_model_dir, tmp_path) -> None:
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (llamacpp extra)")
-    on_llama = ModelPool(1, gguf_of=GgufCache(tmp_path / "home", "f32"))
+    cache = GgufCache(tmp_path / "home", "f32")
+    on_llama = ModelPool(1, gguf_of=cache)
     on_torch = ModelPool(1, precision="float32")
     try:
+        assert cache.wait(str(tiny_model_dir), timeout=300) is not None  # exported in background
         fast, exact = on_llama.get(str(tiny_model_dir)), on_torch.get(str(tiny_model_dir))
         assert (fast.model.engine, exact.model.engine) == ("llama.cpp", "torch")
         for text in PROMPTS:
@@ -31,3 +33,4 @@ def test_an_f32_export_answers_like_the_torch_engine(tiny_model_dir, tmp_path) -
     finally:
         on_llama.close()
         on_torch.close()
+        cache.close()

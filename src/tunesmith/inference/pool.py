@@ -15,7 +15,9 @@ Loading happens outside the pool's lock, one load per model however many request
 With `gguf_of` (the server passes one when llama-cpp-python is installed and its engine setting
 allows it), a target that has a GGUF file is served by llama.cpp instead (llamacpp.py): its own
 model keyed `gguf:FILE`, the adapter already merged into the file, our tokenizer for prompts
-and text; the same LRU, pinning and eviction rules apply to it.
+and text; the same LRU, pinning and eviction rules apply to it. A target without one yet is
+served by torch; when the source's `generation` moves (an export landed), the next request for
+a torch-served target asks again and moves it over to llama.cpp, torch finishing what it has.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class Served:
     model: _Model
     adapter_dir: Path | None = None
     pool: ModelPool | None = field(default=None, repr=False)
+    gguf_generation: int = 0  # the GGUF source's generation when torch was chosen for it
 
     def submit(
         self,
@@ -179,21 +182,30 @@ class ModelPool:
         """`target` ready to serve (a `TunesmithError` when it cannot be loaded)."""
         with self._lock:
             served = self._targets.get(target)
-            if served is not None and served.model.key in self._models:
+            if served is not None and served.model.key in self._models and not self._ask(served):
                 self._models.move_to_end(served.model.key)
                 return served
             gate = self._gates.setdefault(target, threading.Lock())
         with gate:
+            generation = self._gguf_generation()
             gguf = None
             if self.gguf_of is not None and target not in self._not_gguf:
                 gguf = self.gguf_of(target)
             if gguf is not None:
+                if served is not None and served.model.engine == "torch":
+                    self.drop(target)  # its export has landed: torch finishes what it has
                 try:
                     return self._serve_gguf(target, gguf)
                 except Exception as exc:  # a file llama.cpp cannot load: torch serves it
                     log.warning("llama.cpp cannot load %s (%s): serving %s with torch",
                                 gguf, exc, target)  # fmt: skip
                     self._not_gguf.add(target)  # asked once, not on every request
+            with self._lock:  # asked again because an export landed, but not this target's
+                still = self._targets.get(target)
+                if still is not None and still.model.key in self._models:
+                    still.gguf_generation = generation
+                    self._gates.pop(target, None)
+                    return still
             key, adapter, merge = self._plan(target)
             model = self._model(key, target if merge else key, merge)
             tokenizer = model.loaded.tokenizer
@@ -208,9 +220,23 @@ class ModelPool:
             served = Served(
                 target, tokenizer, int(getattr(config, "max_position_embeddings", 0) or 0),
                 stop_token_ids(tokenizer, getattr(model.loaded.model, "generation_config", None)),
-                model, adapter, self,
+                model, adapter, self, generation,
             )  # fmt: skip
             return self._remember(served)
+
+    def _gguf_generation(self) -> int:
+        """How many exports the GGUF source has made so far (0 for a plain function)."""
+        return int(getattr(self.gguf_of, "generation", 0))
+
+    def _ask(self, served: Served) -> bool:
+        """Whether a torch-served target should ask the GGUF source again: an export has
+        landed since it last asked (its own, maybe)."""
+        return (
+            self.gguf_of is not None
+            and served.model.engine == "torch"
+            and served.target not in self._not_gguf
+            and served.gguf_generation != self._gguf_generation()
+        )
 
     def _serve_gguf(self, target: str, gguf: Path) -> Served:
         """`target` through llama.cpp (called under the target's gate)."""

@@ -31,11 +31,16 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
     settings.home.mkdir(parents=True, exist_ok=True)
     store = Store(settings.db_url)
+    gguf = gguf_source(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if gguf is not None:
+            gguf.watch(store)  # a job that succeeds is exported for llama.cpp right away
         yield
         app.state.exports.close()
+        if gguf is not None:
+            gguf.close()
         app.state.pool.close()
         store.close()
 
@@ -54,8 +59,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         max_adapters=settings.max_loaded_adapters,
         max_batch=settings.max_batch,
         precision=settings.serve_precision,
-        gguf_of=gguf_source(settings),
+        gguf_of=gguf,
     )
+    app.state.gguf = gguf
     app.state.started = time.time()
     app.state.estimates = {}  # recent job estimates (server/estimates.py)
     app.state.exports = Exports(settings)
@@ -87,7 +93,11 @@ def gguf_source(settings: ServerSettings) -> GgufCache | None:
         return None
     if engine == "auto" and _has_gpu():
         return None
-    return GgufCache(settings.home, settings.serve_gguf_quantize)
+    return GgufCache(
+        settings.home,
+        settings.serve_gguf_quantize,
+        max_bytes=int(settings.serve_gguf_cache_gb * 1024**3),
+    )
 
 
 def _has_gpu() -> bool:

@@ -59,6 +59,8 @@ def run(work: Path) -> int:
             format=request["format"],
             out=work / "out",
             name=request["name"],
+            quantize=request.get("quantize"),
+            verify=bool(request.get("verify", True)),
             on_event=on_event,
         )
     except TunesmithError as exc:

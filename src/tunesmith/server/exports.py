@@ -54,7 +54,7 @@ def new_export_id() -> str:
     return "ftexport-" + secrets.token_hex(12)
 
 
-def _die_with_parent() -> None:  # runs in the child before exec
+def die_with_parent() -> None:  # runs in the child before exec
     try:
         import ctypes
 
@@ -258,7 +258,7 @@ class Exports:
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
             self.procs[state["id"]] = child
             started, code = time.monotonic(), None

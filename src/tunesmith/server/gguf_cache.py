@@ -5,10 +5,19 @@ means "serve it through llama.cpp" (inference/llamacpp.py), None means "serve it
 - A base model that is a GGUF (the default model's alias, a .gguf file the operator listed):
   its own file, as it ships.
 - A fine-tune (a run, a checkpoint `RUN@step-N`, an adapter or model directory): merged and
-  exported once (`tunesmith.api.export_model`, `serve_gguf_quantize`, q8_0 by default) into
-  `$TUNESMITH_HOME/cache/gguf/KEY/`, KEY a digest of the weights' file names, sizes and times
-  and of the quantisation; written into a temporary folder and renamed into place, under a
-  file lock, so two servers or two requests export it once and nobody reads half a file.
+  exported once (`python -m tunesmith.server.export_task`, the server's export child, at
+  `serve_gguf_quantize`, q8_0 by default) into `$TUNESMITH_HOME/cache/gguf/KEY/`, KEY a digest
+  of the weights' file names, sizes and times and of the quantisation. Asking never waits for
+  an export: the first ask queues one (one at a time, in the background) and answers None, so
+  that request, and every one until the file is there, is served by torch; when the export
+  lands, `generation` goes up and the pool moves the target over to llama.cpp at its next
+  request. An export is written into a temporary folder and renamed into place under a file
+  lock, so two servers sharing a home export it once and nobody reads half a file.
+- `watch(store)`: a job that succeeds while the server runs is exported right away, so its
+  first chat request is usually served by llama.cpp already.
+- Bounded: exports beyond `max_bytes` are deleted least recently served first (never the one
+  just made; a model llama.cpp has open keeps working, the file is mapped), and `forget(target)`
+  deletes a deleted model's exports.
 - Anything the exporter cannot write (an architecture GGUF has no mapping for here, a hub id)
   stays on torch: the reason is logged once, the request is served all the same.
 Which targets get here at all is the operator's `serve_engine` (service.py): `torch` never asks.
@@ -19,47 +28,107 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
+import os
+import queue
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from tunesmith.errors import TunesmithError
+from tunesmith.io import atomic_write_json, read_json
+from tunesmith.server.exports import die_with_parent
 
 log = logging.getLogger("tunesmith.server")
 
+TIMEOUT_S = 4 * 3600.0  # one export, at most (as the job exports of server/exports.py)
+WATCH_S = 5.0  # how often `watch` looks for newly succeeded jobs
+TOUCH_S = 60.0  # a served export's last-use time is written at most this often
+
 
 class GgufCache:
-    def __init__(self, home: Path, quantize: str = "q8_0"):
+    def __init__(
+        self,
+        home: Path,
+        quantize: str = "q8_0",
+        *,
+        max_bytes: int | None = 20 * 1024**3,
+        timeout_s: float = TIMEOUT_S,
+    ):
         self.root = home / "cache" / "gguf"
         self.quantize = quantize
+        self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+        self.generation = 0  # +1 each time an export lands: the pool re-asks torch-served targets
         self._failed: set[str] = set()  # targets that stay on torch (logged once)
+        self._pending: dict[str, threading.Event] = {}  # queued or running exports, by target
+        self._touched: dict[Path, float] = {}
         self._lock = threading.Lock()
+        self._jobs: queue.Queue[tuple[str, Path] | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._child: subprocess.Popen[bytes] | None = None
+
+    # -- asking ------------------------------------------------------------------------------------
 
     def __call__(self, target: str) -> Path | None:
+        """The GGUF to serve `target` from now, or None (torch serves it; an export of it is
+        queued when it can have one)."""
+        found, folder = self._locate(target)
+        if found is not None:
+            if folder is not None:
+                self._touch(folder)
+            return found
+        if folder is not None:
+            self._enqueue(target, folder)
+        return None
+
+    def prepare(self, target: str) -> threading.Event:
+        """Queue `target`'s export (nothing when it has one, or cannot have one); the event is
+        set once it is ready or has failed."""
+        found, folder = self._locate(target)
+        if found is None and folder is not None:
+            return self._enqueue(target, folder)
+        done = threading.Event()
+        done.set()
+        return done
+
+    def wait(self, target: str, timeout: float | None = None) -> Path | None:
+        """`prepare`, then wait for it: the GGUF, or None when there is none (yet)."""
+        self.prepare(target).wait(timeout)
+        return self(target)
+
+    def _locate(self, target: str) -> tuple[Path | None, Path | None]:
+        """(the file to serve now, or None; the export folder, or None when nothing is made)."""
         from tunesmith.models.registry import resolve
 
         if target in self._failed:
-            return None
+            return None, None
         try:
             ref = resolve(target)
-            if ref.kind in ("alias", "gguf") and ref.source is not None:
-                return ref.source
-            weights = ref.adapter if ref.kind == "adapter" else ref.path
-            if ref.kind == "hub" or weights is None or not weights.is_dir():
-                self._stay(target, "not a local model")
-                return None
-            return self._export(target, weights)
         except TunesmithError as exc:
             self._stay(target, exc.message)
-            return None
+            return None, None
+        if ref.kind in ("alias", "gguf") and ref.source is not None:
+            return ref.source, None
+        weights = ref.adapter if ref.kind == "adapter" else ref.path
+        if ref.kind == "hub" or weights is None or not weights.is_dir():
+            self._stay(target, "not a local model")
+            return None, None
+        folder = self.root / self.key(target, weights)
+        return _gguf_in(folder), folder
 
     def _stay(self, target: str, why: str) -> None:
         with self._lock:
             if target not in self._failed:
                 self._failed.add(target)
                 log.info("serving %s with torch, not llama.cpp: %s", target, why)
-        return None
 
     def key(self, target: str, weights: Path) -> str:
         """Digest of what the export is made of: the target's weights files (name, size, mtime)
@@ -70,34 +139,242 @@ class GgufCache:
             h.update(f"{f.relative_to(weights)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
         return h.hexdigest()[:24]
 
-    def _export(self, target: str, weights: Path) -> Path:
-        from tunesmith import api
+    def _touch(self, folder: Path) -> None:
+        now = time.monotonic()
+        if now - self._touched.get(folder, -TOUCH_S) >= TOUCH_S:
+            self._touched[folder] = now
+            with suppress(OSError):
+                (folder / "used").touch()
 
-        folder = self.root / self.key(target, weights)
-        found = _gguf_in(folder)
-        if found is not None:
-            return found
+    # -- exporting ---------------------------------------------------------------------------------
+
+    def _enqueue(self, target: str, folder: Path) -> threading.Event:
+        with self._lock:
+            done = self._pending.get(target)
+            if done is not None:
+                return done
+            done = self._pending[target] = threading.Event()
+            if self._stop.is_set():
+                done.set()
+                return done
+            self._jobs.put((target, folder))
+            self._threads = [t for t in self._threads if t.is_alive()]
+            if not any(t.name == "gguf-export" for t in self._threads):
+                thread = threading.Thread(target=self._work, name="gguf-export", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+        return done
+
+    def _work(self) -> None:
+        """The export thread: one export at a time, in the order asked."""
+        while not self._stop.is_set():
+            try:
+                item = self._jobs.get(timeout=1.0)
+            except queue.Empty:
+                with self._lock:
+                    if self._jobs.empty():  # idle: the next ask starts a new thread
+                        self._threads = [
+                            t for t in self._threads if t is not threading.current_thread()
+                        ]
+                        return
+                continue
+            if item is None:
+                return
+            target, folder = item
+            try:
+                self._export(target, folder)
+            except Exception:  # a bug of ours: the target stays on torch, the server goes on
+                log.exception("the GGUF export of %s failed", target)
+                self._stay(target, "the export failed (internal error)")
+            finally:
+                with self._lock:
+                    done = self._pending.pop(target, None)
+                if done is not None:
+                    done.set()
+
+    def _export(self, target: str, folder: Path) -> None:
+        with self._locked():  # one export at a time, across processes too
+            if _gguf_in(folder) is not None:  # another server made it meanwhile
+                self.generation += 1
+                return
+            work = Path(tempfile.mkdtemp(prefix=".export-", dir=self.root))
+            try:
+                atomic_write_json(
+                    work / "request.json",
+                    {
+                        "source": target,
+                        "format": "gguf",
+                        "name": folder.name,
+                        "quantize": self.quantize,
+                        "verify": False,
+                    },
+                )
+                log.info("exporting %s as %s GGUF for llama.cpp", target, self.quantize)
+                started = time.monotonic()
+                code = self._run_child(work)
+                result = _read(work / "result.json")
+                if code == 0 and result.get("ok") and _gguf_in(work) is not None:
+                    atomic_write_json(
+                        work / "meta.json",
+                        {"target": target, "quantize": self.quantize, "created_at": time.time()},
+                    )
+                    (work / "used").touch()
+                    work.rename(folder)
+                    log.info(
+                        "%s exported for llama.cpp in %.1f s", target, time.monotonic() - started
+                    )
+                    self.generation += 1
+                    self._evict(keep=folder)
+                    return
+                why = (result.get("error") or {}).get("message") or (
+                    f"the export process ended with code {code}: {_tail(work / 'export.log')}"
+                )
+                self._stay(target, str(why))
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+
+    def _run_child(self, work: Path) -> int | None:
+        command = [sys.executable, "-m", "tunesmith.server.export_task", str(work)]
+        with open(work / "export.log", "wb") as logfile:
+            child = subprocess.Popen(  # our interpreter and our module; no shell, no user text
+                command, stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
+            )  # fmt: skip
+            self._child = child
+            started = time.monotonic()
+            try:
+                while True:
+                    try:
+                        return child.wait(timeout=1.0)
+                    except subprocess.TimeoutExpired:
+                        if self._stop.is_set() or time.monotonic() - started > self.timeout_s:
+                            child.kill()
+                            child.wait()
+                            return None
+            finally:
+                self._child = None
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
         with (self.root / ".lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one export at a time, across processes too
-            found = _gguf_in(folder)
-            if found is not None:
-                return found
-            tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=self.root))
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    # -- bounds ------------------------------------------------------------------------------------
+
+    def exports(self) -> list[tuple[Path, dict[str, Any], int, float]]:
+        """Every finished export: (folder, meta, bytes, last served), least recently served
+        first."""
+        found = []
+        for folder in self.root.iterdir() if self.root.is_dir() else ():
+            if folder.name.startswith(".") or not folder.is_dir():
+                continue
+            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            used = folder / "used"
+            when = used.stat().st_mtime if used.exists() else folder.stat().st_mtime
+            found.append((folder, _read(folder / "meta.json"), size, when))
+        return sorted(found, key=lambda e: e[3])
+
+    def _evict(self, keep: Path) -> None:
+        """Delete least recently served exports until the cache fits `max_bytes` (called under
+        the file lock)."""
+        if self.max_bytes is None:
+            return
+        entries = self.exports()
+        total = sum(e[2] for e in entries)
+        for folder, meta, size, _ in entries:
+            if total <= self.max_bytes:
+                break
+            if folder == keep:
+                continue
+            log.info("GGUF cache over %d bytes: deleting the export of %s", self.max_bytes,
+                     meta.get("target", folder.name))  # fmt: skip
+            _remove(folder)
+            total -= size
+
+    def forget(self, target: str) -> int:
+        """Delete `target`'s exports (its model was deleted); how many there were."""
+        removed = 0
+        with self._locked():
+            for folder, meta, _, _ in self.exports():
+                if meta.get("target") == target:
+                    _remove(folder)
+                    removed += 1
+        with self._lock:
+            self._failed.discard(target)
+        return removed
+
+    # -- jobs that succeed -------------------------------------------------------------------------
+
+    def watch(self, store: Any, every_s: float = WATCH_S) -> None:
+        """Export each job that succeeds from now on as soon as it does."""
+        thread = threading.Thread(
+            target=self._watch, args=(store, every_s), name="gguf-watch", daemon=True
+        )
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def _watch(self, store: Any, every_s: float) -> None:
+        from tunesmith.store import repo
+
+        since, seen = int(time.time()) - 1, set[str]()
+        while not self._stop.wait(every_s):
             try:
-                log.info("exporting %s as %s GGUF for llama.cpp", target, self.quantize)
-                api.export_model(
-                    target, format="gguf", quantize=self.quantize, out=tmp / "out", verify=False
-                )
-                tmp.rename(folder)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        found = _gguf_in(folder)
-        if found is None:
-            raise TunesmithError(f"the export of {target} wrote no .gguf file")
-        return found
+                jobs = repo.succeeded_since(store, since)
+            except Exception as exc:  # a store hiccup: look again next time
+                log.warning("looking for succeeded jobs to export failed: %s", exc)
+                continue
+            for job in jobs:
+                if job.id not in seen and job.run_dir:
+                    seen.add(job.id)
+                    self.prepare(str(job.run_dir))
+            if jobs:  # a second's overlap: jobs finished in the same second are not missed
+                since = max(since, max(int(j.finished_at or 0) for j in jobs) - 1)
+                seen = {j.id for j in jobs if int(j.finished_at or 0) >= since}
+
+    def close(self) -> None:
+        """Stop: a running export is killed (the next server starts it again)."""
+        self._stop.set()
+        self._jobs.put(None)
+        child = self._child
+        if child is not None:
+            with suppress(OSError):
+                child.kill()
+        for thread in list(self._threads):
+            thread.join(timeout=10)
+        with self._lock:
+            for done in self._pending.values():
+                done.set()
 
 
 def _gguf_in(folder: Path) -> Path | None:
     files = sorted(folder.rglob("*.gguf")) if folder.is_dir() else []
     return files[0] if files else None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _remove(folder: Path) -> None:
+    """Gone at once for readers (a rename), then deleted."""
+    trash = folder.with_name(f".trash-{folder.name}-{os.getpid()}")
+    try:
+        folder.rename(trash)
+    except OSError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _tail(path: Path, limit: int = 400) -> str:
+    try:
+        text = path.read_text(errors="replace").strip()
+    except OSError:
+        return "no log"
+    return text[-limit:] or "no output"

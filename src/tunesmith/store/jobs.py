@@ -137,6 +137,19 @@ def list_jobs(
         return [job_record(r) for r in items], more
 
 
+def succeeded_since(store: Store, since: int, limit: int = 100) -> list[JobRecord]:
+    """Jobs of every project that succeeded at or after `since` (epoch seconds), oldest first,
+    at most `limit` (for the server itself: the GGUF cache exports them for serving)."""
+    with store.session(write=False) as s:
+        q = (
+            select(JobRow)
+            .where(JobRow.status == "succeeded", JobRow.finished_at >= since)
+            .order_by(JobRow.finished_at, JobRow.pk)
+            .limit(limit)
+        )
+        return [job_record(r) for r in s.scalars(q)]
+
+
 def update_job(store: Store, job_id: str, **fields: Any) -> JobRecord:
     """Write plain fields (trained_tokens, result_files, run_dir, ...); never the status."""
     values = _job_values(fields)

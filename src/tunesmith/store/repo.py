@@ -28,6 +28,7 @@ from tunesmith.store.jobs import (
     list_jobs,
     pause_job,
     resume_job,
+    succeeded_since,
     transition,
     update_job,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "list_models",
     "pause_job",
     "resume_job",
+    "succeeded_since",
     "transition",
     "update_job",
 ]

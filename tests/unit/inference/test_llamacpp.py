@@ -13,6 +13,7 @@ import pytest
 from tunesmith.inference import GenerationSettings
 from tunesmith.inference.completion import Completion
 from tunesmith.inference.pool import ModelPool
+from tunesmith.inference.scheduler import results
 
 GREEDY = GenerationSettings(max_new_tokens=32, temperature=0.0)
 
@@ -210,3 +211,119 @@ def test_a_gguf_llama_cpp_cannot_load_is_served_by_torch(tiny_model_dir, tmp_pat
         assert pool.get(str(tiny_model_dir)).model.engine == "torch" and len(tries) == 1
     finally:
         pool.close()
+
+
+class Source:
+    """A GGUF source whose export lands when the test says: `files[target]`, `generation`."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, Path] = {}
+        self.generation = 0
+        self.asked: list[str] = []
+
+    def __call__(self, target: str) -> Path | None:
+        self.asked.append(target)
+        return self.files.get(target)
+
+
+def test_a_target_moves_to_llama_cpp_once_its_export_lands(made, tiny_model_dir, tmp_path, prompts):
+    source = Source()
+    pool = ModelPool(2, gguf_of=source, gguf_factory=made["factory"])
+    target = str(tiny_model_dir)
+    try:
+        first = pool.get(target)
+        assert first.model.engine == "torch" and source.asked == [target]
+        assert pool.get(target) is first and source.asked == [target]  # not asked per request
+        source.generation += 1  # another target's export landed: this one is asked, stays
+        assert pool.get(target) is first and source.asked == [target, target]
+        assert pool.get(target) is first and len(source.asked) == 2
+        request = first.submit(prompts[0], GREEDY)  # in flight on torch while it moves over
+        gguf = tmp_path / "tiny-q8_0.gguf"
+        gguf.write_bytes(b"GGUF")
+        source.files[target] = gguf
+        source.generation += 1
+        moved = pool.get(target)
+        assert moved.model.engine == "llama.cpp" and pool.models() == [f"gguf:{gguf}"]
+        done = next(c for _, c in results(request.sink, 1) if isinstance(c, Completion))
+        assert done.completion_tokens > 0  # torch finished what it had
+        assert moved.complete(prompts[1], GREEDY).text == "hello world"
+        assert pool.get(target) is moved and len(source.asked) == 3
+    finally:
+        pool.close()
+
+
+def test_two_gguf_models_take_turns_token_by_token(tiny_model_dir, tmp_path, prompts) -> None:
+    """Each llama.cpp step uses every core: two fine-tunes' requests interleave their tokens,
+    never computing at once, and both progress (neither waits for the other's whole reply)."""
+    steps: list[str] = []
+    state = {"computing": 0, "most": 0}
+    guard = threading.Lock()
+
+    class Stepping:
+        def __init__(self, path: Path) -> None:
+            self.name = path.stem
+
+        def generate(self, tokens: list[int], **kwargs: Any):
+            for _ in range(20):
+                with guard:
+                    state["computing"] += 1
+                    state["most"] = max(state["most"], state["computing"])
+                time.sleep(0.003)  # the step's work
+                with guard:
+                    state["computing"] -= 1
+                steps.append(self.name)
+                yield 42
+
+        def close(self) -> None:
+            pass
+
+    files = {}
+    for name in ("a", "b"):
+        files[name] = tmp_path / f"{name}.gguf"
+        files[name].write_bytes(b"GGUF")
+    other = tmp_path / "other-model"
+    import shutil
+
+    shutil.copytree(tiny_model_dir, other)
+    targets = {str(tiny_model_dir): files["a"], str(other): files["b"]}
+    pool = ModelPool(2, gguf_of=targets.get, gguf_factory=lambda path, ctx: Stepping(path))
+    settings = GenerationSettings(max_new_tokens=20, temperature=0.0)
+    try:
+        served = [pool.get(t) for t in targets]
+        threads = [threading.Thread(target=s.complete, args=(prompts[0], settings)) for s in served]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert state["most"] == 1  # never two llama.cpp steps at once
+        assert sorted(steps) == ["a"] * 20 + ["b"] * 20
+        first_b = steps.index("b")
+        assert first_b < 20 and steps[first_b:].count("a") > 0  # interleaved, not one after another
+    finally:
+        pool.close()
+
+
+def test_turns_are_handed_over_in_arrival_order() -> None:
+    """A thread that lets go and asks again at once goes behind the one already waiting."""
+    from tunesmith.inference.llamacpp import Turns
+
+    turns, order = Turns(), []
+
+    def waiting(count: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(turns._waiting) < count and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    def other() -> None:
+        with turns.turn():
+            order.append("b")
+
+    with turns.turn():
+        order.append("a")
+        b = threading.Thread(target=other)
+        b.start()
+        waiting(1)  # b asked while a held it
+    with turns.turn():  # a asks again at once
+        order.append("a")
+    b.join(timeout=10)
+    assert order == ["a", "b", "a"]

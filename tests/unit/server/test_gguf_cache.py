@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -12,27 +13,125 @@ from tunesmith.server.gguf_cache import GgufCache
 from tunesmith.service import ServerSettings
 
 
-def test_a_local_model_is_exported_once_then_reused(tiny_model_dir, tmp_path, monkeypatch):
-    from tunesmith import api
+def test_a_local_model_is_exported_once_in_the_background_then_reused(tiny_model_dir, tmp_path):
+    import json
+    import time
 
-    calls = []
-    real = api.export_model
-
-    def counting(*args, **kwargs):
-        calls.append((args, kwargs))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(api, "export_model", counting)
+    target = str(tiny_model_dir)
     cache = GgufCache(tmp_path / "home", "f32")
-    first = cache(str(tiny_model_dir))
-    assert first is not None and first.suffix == ".gguf" and first.read_bytes()[:4] == b"GGUF"
-    assert first.is_relative_to(tmp_path / "home" / "cache" / "gguf")
-    assert cache(str(tiny_model_dir)) == first and len(calls) == 1  # reused
-    assert GgufCache(tmp_path / "home", "f32")(str(tiny_model_dir)) == first  # another server
-    assert calls[0][1]["quantize"] == "f32"
-    assert not [
-        p for p in (tmp_path / "home" / "cache" / "gguf").iterdir() if p.name.startswith(".export-")
-    ]
+    try:
+        began = time.monotonic()
+        assert cache(target) is None  # asking never waits: torch serves this request
+        assert time.monotonic() - began < 2.0
+        assert cache(target) is None and len(cache._pending) == 1  # queued once
+        found = cache.wait(target, timeout=120)
+        assert found is not None and found.suffix == ".gguf" and found.read_bytes()[:4] == b"GGUF"
+        assert found.is_relative_to(tmp_path / "home" / "cache" / "gguf")
+        assert cache.generation == 1  # the pool re-asks the targets torch serves
+        assert cache(target) == found and cache.generation == 1  # reused, not exported again
+        meta = json.loads(
+            (cache.root / cache.key(target, tiny_model_dir) / "meta.json").read_text()
+        )
+        assert (meta["target"], meta["quantize"]) == (target, "f32")
+        other = GgufCache(tmp_path / "home", "f32")  # another server sharing the home
+        assert other(target) == found and other.generation == 0
+        assert [p.name for p in cache.root.iterdir() if p.name.startswith(".")] == [".lock"]
+    finally:
+        cache.close()
+
+
+def test_an_export_that_fails_stays_on_torch_and_is_logged_once(tmp_path, caplog):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    cache = GgufCache(tmp_path / "home", "f32")
+    try:
+        with caplog.at_level(logging.INFO, logger="tunesmith.server"):
+            assert cache.wait(str(broken), timeout=120) is None
+            assert cache(str(broken)) is None and not cache._pending  # not queued again
+        stays = [r.message for r in caplog.records if "with torch" in r.message]
+        assert len(stays) == 1 and str(broken) in stays[0]
+        assert cache.generation == 0
+        assert [p.name for p in cache.root.iterdir()] == [".lock"]  # nothing half-written left
+    finally:
+        cache.close()
+
+
+def _fake_export(cache: GgufCache, name: str, target: str, size: int, used: float) -> Path:
+    import json
+    import os
+
+    folder = cache.root / name
+    (folder / "out").mkdir(parents=True)
+    (folder / "out" / f"{name}.gguf").write_bytes(b"GGUF" + b"\0" * (size - 4))
+    (folder / "meta.json").write_text(json.dumps({"target": target, "quantize": "q8_0"}))
+    (folder / "used").touch()
+    os.utime(folder / "used", (used, used))
+    return folder
+
+
+def test_the_cache_deletes_the_least_recently_served_exports_beyond_its_size(tmp_path):
+    cache = GgufCache(tmp_path / "home", max_bytes=2_500)
+    old = _fake_export(cache, "a", "/runs/a", 1_000, used=1_000)
+    recent = _fake_export(cache, "b", "/runs/b", 1_000, used=3_000)
+    newest = _fake_export(cache, "c", "/runs/c", 1_000, used=2_000)  # just made, served least
+    cache._evict(keep=newest)
+    assert not old.exists() and recent.exists() and newest.exists()
+    cache.max_bytes = 10
+    cache._evict(keep=newest)
+    assert not recent.exists() and newest.exists()  # the one just made is never deleted
+    assert [p.name for p in cache.root.iterdir()] == ["c"]  # no trash left behind
+
+
+def test_a_served_export_counts_as_recently_used(tmp_path):
+    cache = GgufCache(tmp_path / "home")
+    folder = _fake_export(cache, "a", "/runs/a", 100, used=1_000)
+    cache._touch(folder)
+    assert (folder / "used").stat().st_mtime > 1_000_000
+
+
+def test_forgetting_a_deleted_model_removes_its_exports_only(tmp_path):
+    cache = GgufCache(tmp_path / "home")
+    gone = _fake_export(cache, "a", "/runs/a", 100, used=1)
+    checkpoint = _fake_export(cache, "b", "/runs/a@step-4", 100, used=1)
+    assert cache.forget("/runs/a") == 1
+    assert not gone.exists() and checkpoint.exists()
+    assert cache.forget("/runs/nothing") == 0
+
+
+def test_a_job_that_succeeds_is_exported_right_away(tmp_path):
+    import threading
+    import time
+
+    from tunesmith.store import repo
+    from tunesmith.store.db import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    cache = GgufCache(tmp_path / "home")
+    asked: list[str] = []
+    seen = threading.Event()
+
+    def prepare(target: str) -> threading.Event:
+        asked.append(target)
+        seen.set()
+        return seen
+
+    cache.prepare = prepare  # type: ignore[method-assign]
+    try:
+        before = repo.create_job(store, "p", model="m", training_file="file-1")
+        repo.update_job(store, before.id, run_dir=str(tmp_path / "old"))
+        repo.transition(store, before.id, "succeeded", finished_at=int(time.time()) - 60)
+        cache.watch(store, every_s=0.05)
+        job = repo.create_job(store, "q", model="m", training_file="file-1")
+        repo.update_job(store, job.id, run_dir=str(tmp_path / "run"))
+        assert repo.transition(store, job.id, "succeeded") is not None
+        assert seen.wait(5.0)
+        time.sleep(0.3)  # a few more looks: asked once
+        assert asked == [str(tmp_path / "run")]  # of any project; not the one from before
+    finally:
+        cache.close()
+        store.close()
 
 
 def test_changed_weights_or_quantisation_make_a_new_export(tiny_model_dir, tmp_path):
@@ -78,3 +177,46 @@ def test_the_default_model_is_served_from_the_gguf_it_ships_as(tmp_path):
     assert shipped is not None and shipped.suffix == ".gguf"
     assert GgufCache(tmp_path / "home")(DEFAULT_MODEL) == shipped
     assert not (tmp_path / "home" / "cache").exists()  # nothing exported, nothing written
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")  # peft saving
+def test_deleting_a_fine_tuned_model_deletes_its_llama_cpp_export(client, tmp_path, tiny_model_dir):
+    from route_helpers import A
+    from test_exports import succeeded_job
+
+    job = succeeded_job(client, tmp_path, tiny_model_dir)
+    cache = GgufCache(tmp_path / "home")
+    kept = _fake_export(cache, "other", "/runs/other", 100, used=1)
+    made = _fake_export(cache, "ours", str(job.run_dir), 100, used=1)
+    client.app.state.gguf = cache  # as on a server that serves through llama.cpp
+    r = client.delete(f"/v1/models/{job.fine_tuned_model}", headers=A)
+    assert r.status_code == 200, r.text
+    assert not made.exists() and kept.exists()
+
+
+def test_a_server_on_llama_cpp_answers_the_first_request_while_it_exports(
+    tmp_path, tiny_model_dir, monkeypatch
+):
+    """The wiring: the server's cache watches the store, a chat request for a model with no
+    export yet is answered at once (by torch), the export lands in the background, and a model
+    llama.cpp then fails to open is still answered (by torch) — never a 5xx."""
+    from fastapi.testclient import TestClient
+    from route_helpers import A, make_server_settings
+
+    from tunesmith.server import create_app
+
+    monkeypatch.setattr("tunesmith.inference.llamacpp.available", lambda: True)
+    monkeypatch.setattr(app_module, "_has_gpu", lambda: False)
+    settings = make_server_settings(tmp_path / "home", tiny_model_dir, serve_engine="llamacpp")
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        cache = client.app.state.gguf
+        assert isinstance(cache, GgufCache) and client.app.state.pool.gguf_of is cache
+        assert any(t.name == "gguf-watch" and t.is_alive() for t in cache._threads)
+        first = client.post("/v1/chat/completions", headers=A, json=body)
+        assert first.status_code == 200, first.text
+        assert cache.wait(str(tiny_model_dir), timeout=120) is not None and cache.generation == 1
+        # llama-cpp-python is not really here: opening the export fails, torch answers
+        second = client.post("/v1/chat/completions", headers=A, json=body)
+        assert second.status_code == 200, second.text
+    assert not any(t.is_alive() for t in cache._threads)  # stopped with the server

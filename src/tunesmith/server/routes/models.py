@@ -87,5 +87,8 @@ def delete(request: Request, model: str, project: str = Depends(project_of)) -> 
     pool = request.app.state.pool
     job, ckpt = found
     if job.run_dir:
-        pool.drop(f"{job.run_dir}@step-{ckpt.step}" if ckpt else str(job.run_dir))
+        served = f"{job.run_dir}@step-{ckpt.step}" if ckpt else str(job.run_dir)
+        pool.drop(served)
+        if request.app.state.gguf is not None:
+            request.app.state.gguf.forget(served)  # its llama.cpp export, if one was made
     return {"id": model, "object": "model", "deleted": True}
