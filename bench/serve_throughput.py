@@ -21,10 +21,17 @@ Both serving precisions run, one server each: float32 (exact) and int8 (inferenc
 what `serve_precision: auto` picks on a CPU whose int8 kernel is faster); int8's answers are
 compared with float32's, and its next-token agreement and perplexity (teacher-forced, held-out
 and sample conversations, base model) are measured in-process.
-llama.cpp (optional, `pip install 'tunesmith[llamacpp]'`, a 15-minute source build): each
-adapter merged and exported as q8_0 GGUF (`tunesmith.api.export_model`), the same 8 prompts one
-at a time (request k to adapter k % 4, as ours) through llama-cpp-python's streaming chat
-completion, its answers compared with our float32 ones; skipped with a note when missing.
+llama.cpp (optional, `pip install 'tunesmith[llamacpp]'`, a 15-minute source build), two more
+rows, skipped with a note when it is missing:
+- ours, llama.cpp engine: a third server with `serve_engine: llamacpp`, as a user runs it on a
+  CPU with the extra installed: the warm-up requests are answered by torch while the server
+  exports each adapter as q8_0 GGUF in the background (server/gguf_cache.py); once the 4
+  exports are in its cache the next request of each adapter moves it over to llama.cpp; then
+  the same sequential and concurrent rounds through HTTP and the SDK;
+- llama.cpp alone: the same 4 GGUF files (the server's exports, byte for byte), the same 8
+  prompts one at a time (request k to adapter k % 4, as ours) through llama-cpp-python's
+  streaming chat completion in this process: the reference for single-stream speed; its
+  answers compared with our llama.cpp engine's and our float32 ones.
 The 2-core box is shared: the load average before and after is recorded with the results, and
 the server runs with OMP_WAIT_POLICY=PASSIVE unless the environment says otherwise (see
 `server_env`).
@@ -109,6 +116,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cache_exports(tmp: str) -> dict[str, Path]:
+    """The server's GGUF exports so far: target (an adapter dir) -> its file."""
+    found = {}
+    for meta in (Path(tmp) / "home" / "cache" / "gguf").glob("*/meta.json"):
+        files = sorted(meta.parent.rglob("*.gguf"))
+        if files:
+            found[json.loads(meta.read_text())["target"]] = files[0]
+    return found
+
+
 def serve(args: argparse.Namespace) -> None:
     """The server process: adapters as models `ft-0..3`, the base as `base`."""
     import uvicorn
@@ -123,23 +140,22 @@ def serve(args: argparse.Namespace) -> None:
     uvicorn.run(create_app(settings), host="127.0.0.1", port=args.port, log_level="warning")
 
 
-def server_env() -> dict[str, str]:
+def server_env(engine: str = "torch") -> dict[str, str]:
     """OpenMP workers that spin after each parallel region starve the server's other threads
     (HTTP, streaming) and, on a shared box, get preempted inside the next barrier: measured
     here under a load of 3-4, a decoding step took 5x longer with spinning workers than with
     sleeping ones (OMP_WAIT_POLICY=PASSIVE), which match one thread. Set before torch loads."""
-    # Our batching engine is what this bench measures (bench/serve_llamacpp.py measures the
-    # llama.cpp engine, one stream at a time): with llama-cpp-python installed the server's
-    # default `serve_engine: auto` would serve the adapters through llama.cpp instead.
+    # The engine is pinned for each server: with llama-cpp-python installed the default
+    # `serve_engine: auto` would serve the torch rows' adapters through llama.cpp too.
     return {
         **os.environ,
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
-        "TUNESMITH_SERVE_ENGINE": "torch",
+        "TUNESMITH_SERVE_ENGINE": engine,
     }
 
 
 def start_server(
-    args: argparse.Namespace, adapters: list[Path], precision: str
+    args: argparse.Namespace, adapters: list[Path], precision: str, engine: str = "torch"
 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
     models = json.dumps({f"ft-{i}": str(d) for i, d in enumerate(adapters)})
@@ -158,7 +174,7 @@ def start_server(
         "--precision",
         precision,
     ]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=server_env())
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=server_env(engine))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -239,17 +255,31 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
-def run_ours(args: argparse.Namespace, adapters: list[Path], precision: str) -> dict:
+def run_ours(
+    args: argparse.Namespace, adapters: list[Path], precision: str, engine: str = "torch"
+) -> dict:
     import openai
 
-    print(f"ours, {precision} weights:", flush=True)
-    proc, url = start_server(args, adapters, precision)
+    print(f"ours, {precision} weights, {engine} engine:", flush=True)
+    proc, url = start_server(args, adapters, precision, engine)
+    exported: dict[str, float] = {}
     try:
         client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
         convs = prompts(REQUESTS)
         models = [f"ft-{i % ADAPTERS}" for i in range(REQUESTS)]
+        began = time.perf_counter()
         for i in range(ADAPTERS):  # warm-up: loads the base once and the 4 adapters onto it
             one_request(client, f"ft-{i}", convs[i], 4)
+        if engine == "llamacpp":  # the warm-up went to torch; wait for the 4 exports to land
+            print("waiting for the server's GGUF exports ...", flush=True)
+            deadline = time.monotonic() + 900
+            while len(cache_exports(args.tmp)) < ADAPTERS:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit("the server did not export the adapters within 15 min")
+                time.sleep(0.5)
+            exported["all_exported_after_s"] = time.perf_counter() - began
+            for i in range(ADAPTERS):  # moves each adapter over to llama.cpp, loads its file
+                one_request(client, f"ft-{i}", convs[i], 4)
         print("sequential ...", flush=True)
         sequential = [
             one_request(client, m, c, args.max_tokens) for m, c in zip(models, convs, strict=True)
@@ -274,6 +304,8 @@ def run_ours(args: argparse.Namespace, adapters: list[Path], precision: str) -> 
     same = sum(a["text"] == b["text"] for a, b in zip(sequential, concurrent, strict=True))
     distinct = len({r["text"] for r in sequential[:ADAPTERS]})
     return {
+        "engine": engine,
+        **exported,
         "sequential": summary(sequential),
         "concurrent": summary(concurrent),
         "base_single_stream": summary([base]),
@@ -327,21 +359,31 @@ def engine_in_child(args: argparse.Namespace, adapters: list[Path], precision: s
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+def llamacpp_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
 def run_llamacpp(args: argparse.Namespace, adapters: list[Path]) -> dict | None:
-    """Each adapter merged and exported as q8_0 GGUF; request k goes to adapter k % 4's file,
-    as ours does, so the answers can be compared one to one."""
+    """Each adapter's q8_0 GGUF (the one our server exported; exported here if it is not in
+    its cache); request k goes to adapter k % 4's file, as ours does, so the answers can be
+    compared one to one."""
     try:
         import llama_cpp
     except ImportError:
         return None
     from tunesmith import api
 
-    print("llama.cpp: exporting the adapters as q8_0 GGUF ...", flush=True)
+    print("llama.cpp alone, on the same GGUF files ...", flush=True)
     llms = []
+    exports = cache_exports(args.tmp)
     for i, adapter in enumerate(adapters):
-        out = Path(args.tmp) / f"gguf{i}"
-        api.export_model(adapter, format="gguf", quantize="q8_0", out=out, verify=False)
-        gguf = next(out.rglob("*.gguf"))
+        gguf = exports.get(str(adapter))
+        if gguf is None:
+            out = Path(args.tmp) / f"gguf{i}"
+            api.export_model(adapter, format="gguf", quantize="q8_0", out=out, verify=False)
+            gguf = next(out.rglob("*.gguf"))
         threads = os.cpu_count() or 1
         llm = llama_cpp.Llama(
             model_path=str(gguf), n_ctx=2048, n_threads=threads, seed=0, verbose=False
@@ -456,7 +498,9 @@ def main() -> None:
         runs = {p: run_ours(args, adapters, p) for p in PRECISIONS}
         print("our engine in-process, one at a time ...", flush=True)
         engine = {p: engine_in_child(args, adapters, p) for p in PRECISIONS}
-        llama = None if args.skip_llamacpp else run_llamacpp(args, adapters)
+        with_llama = not args.skip_llamacpp and llamacpp_installed()
+        on_llama = run_ours(args, adapters, "float32", "llamacpp") if with_llama else None
+        llama = run_llamacpp(args, adapters) if with_llama else None
     print("next-token agreement, int8 vs float32 ...", flush=True)
     agreement = next_token_agreement(args.model)
     exact = runs["float32"]["answers"]
@@ -483,13 +527,20 @@ def main() -> None:
             "temperature": 0,
         },
         "ours": runs,
+        "ours_llamacpp_engine": on_llama,
         "engine_in_process": engine,
         "llamacpp": llama,
         "int8_next_token_agreement": agreement,
         "same_answers_as_float32": {
             "int8": same_as_float32(fast["answers"]),
             "llamacpp_q8_0": same_as_float32(llama["answers"]) if llama else None,
+            "ours_llamacpp_engine": same_as_float32(on_llama["answers"]) if on_llama else None,
         },
+        "same_answers_ours_llamacpp_engine_vs_llamacpp": (
+            sum(a == b for a, b in zip(on_llama["answers"], llama["answers"], strict=True))
+            if on_llama and llama
+            else None
+        ),
     }
     for p in PRECISIONS:
         r = runs[p]
@@ -502,6 +553,12 @@ def main() -> None:
         report[f"single_stream_vs_llamacpp_{p}"] = ours_decode / ref
         in_process = engine[p]["single_stream_decode_tokens_per_s"]
         report[f"single_stream_in_process_vs_llamacpp_{p}"] = in_process / ref
+    if on_llama and llama:
+        decode = on_llama["sequential"]["single_stream_decode_tokens_per_s"]
+        report["single_stream_vs_llamacpp_ours_llamacpp_engine"] = decode / ref
+        report["concurrent_vs_sequential_ours_llamacpp_engine"] = (
+            on_llama["concurrent"]["tokens_per_s"] / on_llama["sequential"]["tokens_per_s"]
+        )
     report["llamacpp_reference"] = "measured" if llama else "issue 13's figure (not installed)"
 
     print(
@@ -519,8 +576,13 @@ def main() -> None:
             (f"ours {p}, base model alone", runs[p]["base_single_stream"]),
             (f"engine {p}, in-process, 1 at a time", engine[p]),
         ]
+    if on_llama:
+        rows += [
+            ("ours llama.cpp engine, 1 at a time", on_llama["sequential"]),
+            ("ours llama.cpp engine, 8 concurrent", on_llama["concurrent"]),
+        ]
     if llama:
-        rows.append(("llama.cpp q8_0, one at a time", llama))
+        rows.append(("llama.cpp q8_0 alone, 1 at a time", llama))
     for name, r in rows:
         decode = r["single_stream_decode_tokens_per_s"]
         print(
@@ -541,6 +603,16 @@ def main() -> None:
             f"{report[f'single_stream_in_process_vs_llamacpp_{p}']:.2f}x in-process "
             f"(target 0.7x); same greedy "
             f"answers batched: {runs[p]['same_answers_concurrent_vs_sequential']}/{REQUESTS}"
+        )
+    if on_llama and llama:
+        print(
+            f"llama.cpp engine through the server: single stream "
+            f"{report['single_stream_vs_llamacpp_ours_llamacpp_engine']:.2f}x llama.cpp alone "
+            f"(target 0.7x), concurrent vs sequential "
+            f"{report['concurrent_vs_sequential_ours_llamacpp_engine']:.2f}x; same greedy answers "
+            f"as llama.cpp alone {report['same_answers_ours_llamacpp_engine_vs_llamacpp']}"
+            f"/{REQUESTS}; the 4 exports were in the cache "
+            f"{on_llama['all_exported_after_s']:.0f} s after the first request"
         )
     same = report["same_answers_as_float32"]
     print(
