@@ -33,8 +33,7 @@ rows, skipped with a note when it is missing:
   streaming chat completion in this process: the reference for single-stream speed; its
   answers compared with our llama.cpp engine's and our float32 ones.
 The 2-core box is shared: the load average before and after is recorded with the results, and
-the server runs with OMP_WAIT_POLICY=PASSIVE unless the environment says otherwise (see
-`server_env`).
+each server runs with the OpenMP policy `tunesmith serve` picks for its engine (`server_env`).
 Results: printed, and written to bench/results/serve_throughput-<time>.json.
 """
 
@@ -141,17 +140,19 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def server_env(engine: str = "torch") -> dict[str, str]:
-    """OpenMP workers that spin after each parallel region starve the server's other threads
-    (HTTP, streaming) and, on a shared box, get preempted inside the next barrier: measured
-    here under a load of 3-4, a decoding step took 5x longer with spinning workers than with
-    sleeping ones (OMP_WAIT_POLICY=PASSIVE), which match one thread. Set before torch loads."""
+    """The environment `tunesmith serve` gives itself for `engine` (service.openmp_sleeps):
+    OMP_WAIT_POLICY=PASSIVE for our torch engine (OpenMP workers that spin after each parallel
+    region starve the server's other threads; measured here under a load of 3-4, a decoding
+    step took 5x longer with spinning workers), left alone for llama.cpp (PASSIVE turns each of
+    its barriers into a sleep: 31 instead of 87 tokens/s through the server)."""
+    from tunesmith.service import openmp_sleeps
+
     # The engine is pinned for each server: with llama-cpp-python installed the default
     # `serve_engine: auto` would serve the torch rows' adapters through llama.cpp too.
-    return {
-        **os.environ,
-        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
-        "TUNESMITH_SERVE_ENGINE": engine,
-    }
+    env = {**os.environ, "TUNESMITH_SERVE_ENGINE": engine}
+    if openmp_sleeps(engine):
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return env
 
 
 def start_server(
@@ -517,7 +518,9 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
-        "server_omp_wait_policy": server_env()["OMP_WAIT_POLICY"],
+        "server_omp_wait_policy": {
+            e: server_env(e).get("OMP_WAIT_POLICY", "(not set)") for e in ("torch", "llamacpp")
+        },
         "settings": {
             "model": args.model,
             "max_tokens": args.max_tokens,

@@ -118,3 +118,20 @@ class ServerSettings(BaseSettings):
                 project, key = "default", entry
             out[key.strip()] = project.strip() or "default"
         return out
+
+
+def openmp_sleeps(serve_engine: str) -> bool:
+    """Whether `tunesmith serve` makes idle OpenMP workers sleep at once (OMP_WAIT_POLICY=
+    PASSIVE, decided before torch loads): yes when our torch engine decodes, whose idle
+    workers otherwise spin on the cores the web threads need (measured: up to 5x slower decode
+    steps under load); no when llama.cpp decodes (`serve_engine` llamacpp, or auto with
+    llama-cpp-python installed), because its many barriers per token then each become a
+    sleep and a wake-up (measured on 2 cores through the server and the SDK: 31 tokens/s with
+    PASSIVE, 87 without). On a GPU machine under auto the CPU threads hardly run either way."""
+    import importlib.util
+
+    if serve_engine == "torch":
+        return True
+    if serve_engine == "llamacpp":
+        return False
+    return importlib.util.find_spec("llama_cpp") is None

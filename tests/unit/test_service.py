@@ -26,3 +26,21 @@ def test_paths_and_database_default_to_the_home(tmp_path: Path) -> None:
     assert s.db_url == f"sqlite:///{tmp_path / 'h' / 'tunesmith.db'}"
     assert s.files_dir == tmp_path / "h" / "files" and s.jobs_dir == tmp_path / "h" / "jobs"
     assert ServerSettings(home=tmp_path, db="postgresql://x/y").db_url == "postgresql://x/y"
+
+
+def test_openmp_workers_sleep_for_the_torch_engine_not_for_llama_cpp(monkeypatch):
+    import importlib.util
+
+    from tunesmith.service import openmp_sleeps
+
+    assert openmp_sleeps("torch") and not openmp_sleeps("llamacpp")
+    real = importlib.util.find_spec
+    for installed in (True, False):
+        monkeypatch.setattr(
+            importlib.util,
+            "find_spec",
+            lambda name, *a, on=installed: (
+                (object() if on else None) if name == "llama_cpp" else real(name, *a)
+            ),
+        )
+        assert openmp_sleeps("auto") is (not installed)  # auto decodes with llama.cpp if it can

@@ -34,17 +34,19 @@ def serve(
     workers: int = typer.Option(0, min=0, max=64, help="Local workers to start beside it."),
 ) -> None:
     """Serve the files, fine-tuning, models and chat-completions API."""
-    # Idle OpenMP workers must not spin: the web threads and the generation thread share the
-    # cores (measured: spinning made each decode step up to 5x slower under load).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from tunesmith.service import openmp_sleeps
+
+    settings = _settings(db, home)
+    # The workers train: they keep the environment as it was (OpenMP as the user set it).
+    env = {**os.environ, "TUNESMITH_HOME": str(settings.home)}  # type: ignore[attr-defined]
+    if openmp_sleeps(settings.serve_engine):  # type: ignore[attr-defined]
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads
     import uvicorn
 
     from tunesmith.server import create_app
 
-    settings = _settings(db, home)
     application = create_app(settings)  # type: ignore[arg-type]
     children = []
-    env = {**os.environ, "TUNESMITH_HOME": str(settings.home)}  # type: ignore[attr-defined]
     for _ in range(workers):
         cmd = [sys.executable, "-m", "tunesmith.cli", "worker", "--db", settings.db_url]  # type: ignore[attr-defined]
         children.append(subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL))
