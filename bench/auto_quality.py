@@ -786,11 +786,12 @@ def take_lock():
 def host_info() -> dict:
     import torch
 
-    from tunesmith.models.precision import cpu_info
+    from tunesmith.models.precision import cpu_id, cpu_info
 
     model, flags = cpu_info()
     return {
         "cpu": model,
+        "cpu_id": cpu_id(),
         "cpu_flags": flags,
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
@@ -804,7 +805,10 @@ def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-MACHINE_KEYS = ("cpu", "cpu_flags", "cpu_count", "cuda")  # what makes two timings comparable
+# What makes two timings comparable. cpu_id (vendor, family, model, stepping) because one name
+# and one set of flags covered two CPUs here whose bf16 speed differs 2x ("AMD EPYC",
+# avx512_bf16: 374 and 750 GFLOP/s); a file from before cpu_id was recorded cannot be resumed.
+MACHINE_KEYS = ("cpu", "cpu_id", "cpu_flags", "cpu_count", "cuda")
 
 
 def load_resume(path: Path, settings: dict, host: dict) -> dict:
@@ -950,7 +954,7 @@ def run(args: argparse.Namespace, names: list[str], cells: list[str], tmp: Path)
         atomic_write_json(out, report)
 
     print(
-        f"CPU: {host['cpu']} ({host['cpu_count']} cores; bf16 flags: "
+        f"CPU: {host['cpu']} [{host.get('cpu_id') or '?'}] ({host['cpu_count']} cores; bf16 flags: "
         f"{' '.join(host['cpu_flags']) or 'none'}); torch {host['torch']}, "
         f"{host['threads']} threads; load average {load_before[0]:.2f} {load_before[1]:.2f} "
         f"{load_before[2]:.2f}"

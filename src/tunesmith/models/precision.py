@@ -100,6 +100,27 @@ def cpu_info(path: str = "/proc/cpuinfo") -> tuple[str, list[str]]:
     return model or platform.machine(), [f for f in BF16_FLAGS if f in flags]
 
 
+def cpu_id(path: str = "/proc/cpuinfo") -> str:
+    """Which CPU this is beyond its name: vendor, family, model and stepping ("AuthenticAMD
+    25/17/1"). Two machines can share a model name and flags and still differ 2x in bf16 speed
+    (seen here: two "AMD EPYC" with avx512_bf16, 374 vs 750 GFLOP/s), and workers can share one
+    home, so cached measurements are keyed by this too. "" where there is no /proc/cpuinfo."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("vendor_id", "cpu family", "model", "stepping") and key not in found:
+            found[key] = value.strip()
+        if not line.strip() and found:  # the first processor is enough
+            break
+    numbers = "/".join(found.get(k, "?") for k in ("cpu family", "model", "stepping"))
+    return f"{found.get('vendor_id', '?')} {numbers}" if found else ""
+
+
 def decide(probe: Probe, faster_by: float = FASTER_BY) -> bool:
     """Whether bf16 is clearly faster: at least `faster_by` times the float32 speed."""
     return probe.bf16_s > 0 and probe.bf16_s * faster_by <= probe.fp32_s
@@ -145,11 +166,15 @@ def _cache_file() -> Path:
 
 
 def machine_key() -> str:
-    """What the measurement depends on: CPU model and flags, torch version, thread count."""
+    """What the measurement depends on: CPU model, identity and flags, torch version, thread
+    count."""
     import torch
 
     cpu, flags = cpu_info()
-    text = f"{cpu}|{','.join(flags)}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+    text = (
+        f"{cpu}|{cpu_id()}|{','.join(flags)}|torch {torch.__version__}"
+        f"|threads {torch.get_num_threads()}"
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -113,6 +113,30 @@ def test_cpu_info_reads_model_and_bf16_flags(tmp_path):
     assert flags == ["avx512_bf16", "amx_bf16", "amx_tile", "avx512f", "avx2"]
 
 
+def test_cpu_id_tells_apart_cpus_that_share_a_name_and_flags(tmp_path, monkeypatch):
+    def cpuinfo(model: str) -> str:
+        path = tmp_path / f"cpuinfo-{model}"
+        path.write_text(
+            "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n"
+            f"model\t\t: {model}\nmodel name\t: AMD EPYC\nstepping\t: 1\n"
+            "flags\t\t: avx2 avx512f avx512_bf16\n\n"
+            "processor\t: 1\nvendor_id\t: AuthenticAMD\ncpu family\t: 99\n",
+            encoding="utf-8",
+        )
+        return str(path)
+
+    zen4, other = cpuinfo("17"), cpuinfo("2")
+    assert precision.cpu_id(zen4) == "AuthenticAMD 25/17/1"  # the first processor's
+    assert precision.cpu_info(zen4) == precision.cpu_info(other)  # same name, same flags
+    assert precision.cpu_id(other) != precision.cpu_id(zen4)
+    assert precision.cpu_id(str(tmp_path / "none")) == ""
+    real, keys = precision.cpu_id, set()
+    for path in (zen4, other):
+        monkeypatch.setattr(precision, "cpu_id", lambda path=path: real(path))
+        keys.add(precision.machine_key())
+    assert len(keys) == 2  # cached probes and speeds of one are not taken for the other
+
+
 def test_measure_returns_positive_timings():
     probe = precision.measure(rounds=1, repeats=1)
     assert probe.fp32_s > 0 and probe.bf16_s >= 0
