@@ -8,8 +8,7 @@ default model, or a fine-tune exported once to a cache, see server/gguf_cache.py
 llama.cpp. One engine, one request at a time, first come first served: llama-cpp-python's
 `Llama` holds one sequence, so concurrent requests queue here (an operator who wants batched
 decoding of many streams sets `serve_engine: torch`). Several GGUF models (one per fine-tune)
-take turns token by token (`CPU`, one lock for the process, handed over in arrival order):
-each llama.cpp step already uses every core, and two at once only fight over them.
+take turns token by token: every llama.cpp step runs on one thread (`CPU`), in arrival order.
 
 `LlamaCppScheduler` has the interface of `Scheduler` (`submit`, `busy`, `closed`, `close`), so
 `Served` (pool.py) and the routes do not know which engine answers. It takes the prompt as
@@ -25,9 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import queue
 import threading
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,33 +36,51 @@ from tunesmith.inference.scheduler import Inbox, Request
 Factory = Callable[[Path, int], Any]  # (gguf file, context length) -> a llama_cpp.Llama
 
 
-class Turns:
-    """A lock handed over in the order it was asked for: a thread that lets go and asks again
-    at once goes behind the ones already waiting (threading.Lock lets it straight back in)."""
+class Steps:
+    """The one thread that runs every llama.cpp step in this process (a prompt's prefill, one
+    token), in the order they were asked for, whichever model they belong to.
+
+    Why one thread: a step already uses every core, so two at once only fight over them; a
+    model that lets go and asks again at once goes behind the ones already waiting; and
+    llama.cpp's OpenMP keeps one team of workers per calling thread: with a thread per model,
+    four models on 2 cores make more OpenMP threads than cores, and libgomp then stops
+    spinning at its barriers, each of the many per token becoming a sleep and a wake-up
+    (measured through the server: ~50 instead of ~87 tokens/s)."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._waiting: deque[object] = deque()
-        self._held = False
+        self._inbox: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event]] = (
+            queue.SimpleQueue()
+        )
+        self._start = threading.Lock()
+        self._thread: threading.Thread | None = None
 
-    @contextlib.contextmanager
-    def turn(self) -> Iterator[None]:
-        me = object()
-        with self._cond:
-            self._waiting.append(me)
-            while self._held or self._waiting[0] is not me:
-                self._cond.wait()
-            self._waiting.popleft()
-            self._held = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._held = False
-                self._cond.notify_all()
+    def run(self, step: Callable[[], Any]) -> Any:
+        """`step()` on the steps thread; its result, or its exception raised here."""
+        with self._start:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, daemon=True, name="llamacpp")
+                self._thread.start()
+        box: list[Any] = []
+        done = threading.Event()
+        self._inbox.put((step, box, done))
+        done.wait()
+        value, error = box
+        if error is not None:
+            raise error
+        return value
+
+    def _loop(self) -> None:
+        while True:
+            step, box, done = self._inbox.get()
+            try:
+                box[:] = [step(), None]
+            except BaseException as exc:  # the caller raises it
+                box[:] = [None, exc]
+            finally:
+                done.set()
 
 
-CPU = Turns()  # a turn for each llama.cpp step (prefill, one token), whichever model takes it
+CPU = Steps()  # every llama.cpp step of the process (prefill, one token), in arrival order
 
 
 def available() -> bool:
@@ -127,6 +145,12 @@ class LlamaCppScheduler(Inbox):
             )
         if not sampler.greedy:
             self._llama.set_seed(int(sampler.seed) % 2**31)
+        # A fresh context for every request: llama-cpp-python would otherwise keep the common
+        # prefix of the last prompt and evaluate only the rest, whose one-token kernels round
+        # differently from a whole prompt's, so the same greedy request could answer
+        # differently after another one (seen: 1 of 8 prompts after a warm-up of itself).
+        # The cost is the prompt's prefill each time (TTFT), not decoding speed.
+        self._llama.reset()
         tokens = self._llama.generate(
             request.ids,
             temp=0.0 if sampler.greedy else sampler.temperature,
@@ -134,12 +158,11 @@ class LlamaCppScheduler(Inbox):
             top_k=0,  # off: OpenAI's sampling has none
             min_p=0.0,
             repeat_penalty=1.0,
-            reset=True,  # llama-cpp-python keeps the longest common prefix of the last prompt
+            reset=True,
         )
         try:
             while True:
-                with CPU.turn():
-                    token = next(tokens, None)
+                token = CPU.run(partial(next, tokens, None))
                 if token is None:
                     return
                 if request.cancelled.is_set():

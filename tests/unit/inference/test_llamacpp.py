@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,13 @@ class FakeLlama:
         self.most_active = 0
         self.closed = False
         self.fail_next = False
+        self.resets = 0
 
     def set_seed(self, seed: int) -> None:
         self.seeds.append(seed)
+
+    def reset(self) -> None:
+        self.resets += 1
 
     def generate(self, tokens: list[int], **kwargs: Any):
         self.calls.append({"tokens": list(tokens), **kwargs})
@@ -91,6 +96,8 @@ def test_a_target_with_a_gguf_is_answered_by_llama_cpp(made, tiny_model_dir, tmp
         assert call["tokens"] == prompts[1]  # our tokenizer's ids, as they are
         assert (call["temp"], call["top_k"], call["min_p"], call["repeat_penalty"]) == (0, 0, 0, 1)
         assert made["llama"].seeds == []  # greedy: no seed to set
+        served.complete(prompts[1], GREEDY)
+        assert made["llama"].resets == 2  # a fresh context per request: no prefix carried over
     finally:
         pool.close()
 
@@ -274,6 +281,9 @@ def test_two_gguf_models_take_turns_token_by_token(tiny_model_dir, tmp_path, pro
                 steps.append(self.name)
                 yield 42
 
+        def reset(self) -> None:
+            pass
+
         def close(self) -> None:
             pass
 
@@ -303,27 +313,33 @@ def test_two_gguf_models_take_turns_token_by_token(tiny_model_dir, tmp_path, pro
         pool.close()
 
 
-def test_turns_are_handed_over_in_arrival_order() -> None:
-    """A thread that lets go and asks again at once goes behind the one already waiting."""
-    from tunesmith.inference.llamacpp import Turns
+def test_steps_run_in_arrival_order_on_one_thread() -> None:
+    """A model that lets go and asks again at once goes behind the one already waiting; every
+    step runs on the one steps thread; a step's exception reaches its caller."""
+    from tunesmith.inference.llamacpp import Steps
 
-    turns, order = Turns(), []
+    steps, order, threads = Steps(), [], set()
+    release = threading.Event()
 
-    def waiting(count: int) -> None:
-        deadline = time.monotonic() + 10
-        while len(turns._waiting) < count and time.monotonic() < deadline:
-            time.sleep(0.001)
+    def step(name: str, wait: bool = False) -> str:
+        threads.add(threading.current_thread().name)
+        if wait:
+            release.wait(10)
+        order.append(name)
+        return name
 
-    def other() -> None:
-        with turns.turn():
-            order.append("b")
-
-    with turns.turn():
-        order.append("a")
-        b = threading.Thread(target=other)
-        b.start()
-        waiting(1)  # b asked while a held it
-    with turns.turn():  # a asks again at once
-        order.append("a")
-    b.join(timeout=10)
-    assert order == ["a", "b", "a"]
+    first = threading.Thread(target=steps.run, args=(partial(step, "a", True),))
+    first.start()
+    time.sleep(0.05)  # a's step is running
+    other = threading.Thread(target=steps.run, args=(partial(step, "b"),))
+    other.start()
+    deadline = time.monotonic() + 10
+    while steps._inbox.qsize() < 1 and time.monotonic() < deadline:
+        time.sleep(0.001)  # b asked while a's step ran
+    release.set()
+    first.join(10)
+    assert steps.run(partial(step, "a")) == "a"  # a asks again at once
+    other.join(10)
+    assert order == ["a", "b", "a"] and threads == {"llamacpp"}
+    with pytest.raises(ValueError, match="boom"):
+        steps.run(partial(int, "boom"))
