@@ -355,8 +355,13 @@ def engine_in_child(args: argparse.Namespace, adapters: list[Path], precision: s
         "--models", json.dumps([str(a) for a in adapters]), "--max-tokens", str(args.max_tokens),
     ]  # fmt: skip
     done = subprocess.run(
-        cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=server_env(), check=True
+        cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=server_env()
     )
+    if done.returncode != 0:
+        raise SystemExit(
+            f"the in-process engine ({precision}) exited with {done.returncode}:\n"
+            f"{done.stderr[-3000:]}\nits output: {done.stdout[-500:]}"
+        )
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -284,13 +285,20 @@ class ModelPool:
         else:
             model.scheduler.close()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> None:
+        """Unload everything: each engine thread finishes what it was given and ends, waited
+        for (at most `timeout` seconds in all), so none is still inside torch or llama.cpp
+        while the interpreter shuts down (a native thread alive at exit can abort the
+        process)."""
         with self._lock:
             models = list(self._models.values())
             self._models.clear()
             self._targets.clear()
         for model in models:
             model.scheduler.close()
+        deadline = time.monotonic() + timeout
+        for model in models:
+            model.scheduler.close(wait=True, timeout=max(0.0, deadline - time.monotonic()))
 
     # -- loading ----------------------------------------------------------------------------------
 

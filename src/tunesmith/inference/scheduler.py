@@ -129,12 +129,14 @@ class Inbox(abc.ABC):
         self.inbox.put(request)
         return request
 
-    def close(self, wait: bool = False) -> None:
-        """Stop after the requests already submitted have finished."""
-        self._closed = True
-        self.inbox.put(None)
+    def close(self, wait: bool = False, timeout: float | None = None) -> None:
+        """Stop after the requests already submitted have finished (`wait`: until then, at
+        most `timeout` seconds)."""
+        if not self._closed:
+            self._closed = True
+            self.inbox.put(None)
         if wait:
-            self._thread.join()
+            self._thread.join(timeout)
 
 
 class Scheduler(Inbox):
