@@ -43,7 +43,7 @@ from tunesmith.inference.llamacpp import Factory, LlamaCppScheduler
 from tunesmith.inference.loading import LOADING
 from tunesmith.inference.packed import Precision, choose, pack_linears
 from tunesmith.inference.sampling import Sampler
-from tunesmith.inference.scheduler import Request, Scheduler, results
+from tunesmith.inference.scheduler import Closed, Request, Scheduler, results
 from tunesmith.models.load import LoadedModel, load_model, load_tokenizer, stop_token_ids
 
 log = logging.getLogger("tunesmith.server")
@@ -108,6 +108,12 @@ class Served:
         request = Request(list(ids), text, sampler, name, sink or queue.Queue(), tag, done)
         try:
             return self.model.scheduler.submit(request)
+        except Closed:  # unloaded between the check above and now: its successor takes it
+            if done is not None:
+                done()
+            if self.pool is None:
+                raise
+            return self.pool.get(self.target).submit(ids, settings, stops, sink=sink, tag=tag)
         except BaseException:
             if done is not None:
                 done()
@@ -181,26 +187,33 @@ class ModelPool:
 
     def get(self, target: str) -> Served:
         """`target` ready to serve (a `TunesmithError` when it cannot be loaded)."""
+        served = self._ready(target)
+        if served is not None:
+            self._used(served)
+            return served
         with self._lock:
-            served = self._targets.get(target)
-            if served is not None and served.model.key in self._models and not self._ask(served):
-                self._models.move_to_end(served.model.key)
-                return served
             gate = self._gates.setdefault(target, threading.Lock())
         with gate:
+            served = self._ready(target)  # loaded, or moved over, while this one waited
+            if served is not None:
+                return served
+            with self._lock:
+                current = self._targets.get(target)  # a torch binding asking again, or None
             generation = self._gguf_generation()
             gguf = None
             if self.gguf_of is not None and target not in self._not_gguf:
                 gguf = self.gguf_of(target)
             if gguf is not None:
-                if served is not None and served.model.engine == "torch":
-                    self.drop(target)  # its export has landed: torch finishes what it has
                 try:
-                    return self._serve_gguf(target, gguf)
+                    moved = self._serve_gguf(target, gguf)
                 except Exception as exc:  # a file llama.cpp cannot load: torch serves it
                     log.warning("llama.cpp cannot load %s (%s): serving %s with torch",
                                 gguf, exc, target)  # fmt: skip
                     self._not_gguf.add(target)  # asked once, not on every request
+                else:
+                    if current is not None and current.model.engine == "torch":
+                        self._retire(current)  # its export has landed: torch finishes its part
+                    return moved
             with self._lock:  # asked again because an export landed, but not this target's
                 still = self._targets.get(target)
                 if still is not None and still.model.key in self._models:
@@ -224,6 +237,41 @@ class ModelPool:
                 model, adapter, self, generation,
             )  # fmt: skip
             return self._remember(served)
+
+    def _ready(self, target: str) -> Served | None:
+        """`target`'s binding when it is loaded and need not ask the GGUF source again."""
+        with self._lock:
+            served = self._targets.get(target)
+            if served is not None and served.model.key in self._models and not self._ask(served):
+                self._models.move_to_end(served.model.key)
+                return served
+        return None
+
+    def _used(self, served: Served) -> None:
+        """Tell the GGUF source its file is in use (it keeps recently served exports)."""
+        used = getattr(self.gguf_of, "used", None)
+        if used is not None and served.model.key.startswith("gguf:"):
+            used(Path(served.model.key[len("gguf:") :]))
+
+    def _retire(self, old: Served) -> None:
+        """`old`, the torch binding its target left for llama.cpp: what only it used leaves
+        memory once its requests in flight have finished (a base other targets still use,
+        or an adapter another target names, stays)."""
+        model = old.model
+        with self._lock:
+            users = [s for s in self._targets.values() if s.model is model]
+            if old.adapter_dir is not None:
+                if any(s.adapter_dir == old.adapter_dir for s in users):
+                    return
+            elif users or self._models.get(model.key) is not model:
+                return
+            else:
+                del self._models[model.key]
+        if old.adapter_dir is not None:
+            if model.adapters is not None:
+                model.adapters.drop(old.adapter_dir)
+        else:
+            model.scheduler.close()
 
     def _gguf_generation(self) -> int:
         """How many exports the GGUF source has made so far (0 for a plain function)."""

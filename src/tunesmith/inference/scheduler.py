@@ -88,6 +88,10 @@ class _Fixed:
     mixed: Any = None
 
 
+class Closed(RuntimeError):
+    """A request submitted to an engine that has been closed (its model unloaded)."""
+
+
 class Inbox(abc.ABC):
     """What every engine thread shares: an inbox of requests, a count of those not finished
     (`busy`), `submit`, and `close` (a marker after the requests already queued). Subclasses
@@ -113,10 +117,8 @@ class Inbox(abc.ABC):
         return self._closed
 
     def submit(self, request: Request) -> Request:
-        if self._closed:
-            raise RuntimeError("this model has been unloaded")
-        with self._count:
-            self._open += 1
+        """Queue `request` (`Closed` once `close` was called: nothing queued after the end
+        marker would ever run)."""
         done = request.on_done
 
         def finished() -> None:
@@ -125,16 +127,21 @@ class Inbox(abc.ABC):
             if done is not None:
                 done()
 
-        request.on_done = finished
-        self.inbox.put(request)
+        with self._count:  # the same lock as close: a request is queued before its marker
+            if self._closed:
+                raise Closed("this model has been unloaded")
+            self._open += 1
+            request.on_done = finished
+            self.inbox.put(request)
         return request
 
     def close(self, wait: bool = False, timeout: float | None = None) -> None:
         """Stop after the requests already submitted have finished (`wait`: until then, at
         most `timeout` seconds)."""
-        if not self._closed:
-            self._closed = True
-            self.inbox.put(None)
+        with self._count:
+            if not self._closed:
+                self._closed = True
+                self.inbox.put(None)
         if wait:
             self._thread.join(timeout)
 

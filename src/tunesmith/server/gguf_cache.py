@@ -12,12 +12,17 @@ means "serve it through llama.cpp" (inference/llamacpp.py), None means "serve it
   that request, and every one until the file is there, is served by torch; when the export
   lands, `generation` goes up and the pool moves the target over to llama.cpp at its next
   request. An export is written into a temporary folder and renamed into place under a file
-  lock, so two servers sharing a home export it once and nobody reads half a file.
+  lock, so two servers sharing a home export it once and nobody reads half a file (the long
+  lock of an export is not the short one of renaming, evicting and forgetting: deleting a
+  model never waits for another model's export).
 - `watch(store)`: a job that succeeds while the server runs is exported right away, so its
-  first chat request is usually served by llama.cpp already.
+  first chat request is usually served by llama.cpp already (looked for in a window of the
+  last `WATCH_WINDOW_S`, so workers whose clocks run a little behind are not missed).
 - Bounded: exports beyond `max_bytes` are deleted least recently served first (never the one
-  just made; a model llama.cpp has open keeps working, the file is mapped), and `forget(target)`
-  deletes a deleted model's exports.
+  just made; the pool reports every request served from an export, `used`; a model llama.cpp
+  has open keeps working, the file is mapped), and `forget(target)` deletes a deleted model's
+  exports, also one queued or running when it is deleted. Leftovers of a server killed
+  mid-export are deleted by the next export.
 - Anything the exporter cannot write (an architecture GGUF has no mapping for here, a hub id)
   stays on torch: the reason is logged once, the request is served all the same.
 Which targets get here at all is the operator's `serve_engine` (service.py): `torch` never asks.
@@ -49,6 +54,7 @@ log = logging.getLogger("tunesmith.server")
 
 TIMEOUT_S = 4 * 3600.0  # one export, at most (as the job exports of server/exports.py)
 WATCH_S = 5.0  # how often `watch` looks for newly succeeded jobs
+WATCH_WINDOW_S = 300  # how far back each look goes (the workers' clocks set finished_at)
 TOUCH_S = 60.0  # a served export's last-use time is written at most this often
 
 
@@ -69,6 +75,7 @@ class GgufCache:
         self._failed: set[str] = set()  # targets that stay on torch (logged once)
         self._pending: dict[str, threading.Event] = {}  # queued or running exports, by target
         self._touched: dict[Path, float] = {}
+        self._forgotten: set[str] = set()  # deleted models: not exported, or deleted once made
         self._lock = threading.Lock()
         self._jobs: queue.Queue[tuple[str, Path] | None] = queue.Queue()
         self._stop = threading.Event()
@@ -139,6 +146,11 @@ class GgufCache:
             h.update(f"{f.relative_to(weights)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
         return h.hexdigest()[:24]
 
+    def used(self, gguf: Path) -> None:
+        """A request was served from `gguf` (the pool says so): its export is recent."""
+        if gguf.parent.parent.parent == self.root:  # ROOT/KEY/out/FILE.gguf: one of ours
+            self._touch(gguf.parent.parent)
+
     def _touch(self, folder: Path) -> None:
         now = time.monotonic()
         if now - self._touched.get(folder, -TOUCH_S) >= TOUCH_S:
@@ -182,7 +194,8 @@ class GgufCache:
                 return
             target, folder = item
             try:
-                self._export(target, folder)
+                if target not in self._forgotten:
+                    self._export(target, folder)
             except Exception:  # a bug of ours: the target stays on torch, the server goes on
                 log.exception("the GGUF export of %s failed", target)
                 self._stay(target, "the export failed (internal error)")
@@ -193,7 +206,8 @@ class GgufCache:
                     done.set()
 
     def _export(self, target: str, folder: Path) -> None:
-        with self._locked():  # one export at a time, across processes too
+        with self._locked(".export.lock"):  # one export at a time, across processes too
+            _clear(self.root, ".export-")  # a killed server's half-made exports
             if _gguf_in(folder) is not None:  # another server made it meanwhile
                 self.generation += 1
                 return
@@ -219,12 +233,16 @@ class GgufCache:
                         {"target": target, "quantize": self.quantize, "created_at": time.time()},
                     )
                     (work / "used").touch()
-                    work.rename(folder)
+                    with self._locked():
+                        if target in self._forgotten:  # deleted while it was exported
+                            return
+                        _remove(folder)  # a folder of that name without a GGUF: a leftover
+                        work.rename(folder)
+                        self.generation += 1
+                        self._evict(keep=folder)
                     log.info(
                         "%s exported for llama.cpp in %.1f s", target, time.monotonic() - started
                     )
-                    self.generation += 1
-                    self._evict(keep=folder)
                     return
                 why = (result.get("error") or {}).get("message") or (
                     f"the export process ended with code {code}: {_tail(work / 'export.log')}"
@@ -255,9 +273,11 @@ class GgufCache:
                 self._child = None
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self, name: str = ".lock") -> Iterator[None]:
+        """A file lock under the cache (`.lock`: short changes of the cache's folders;
+        `.export.lock`: held for a whole export)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / ".lock").open("a") as lock:
+        with (self.root / name).open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
@@ -279,6 +299,7 @@ class GgufCache:
     def _evict(self, keep: Path) -> None:
         """Delete least recently served exports until the cache fits `max_bytes` (called under
         the file lock)."""
+        _clear(self.root, ".trash-")
         if self.max_bytes is None:
             return
         entries = self.exports()
@@ -290,16 +311,18 @@ class GgufCache:
                 continue
             log.info("GGUF cache over %d bytes: deleting the export of %s", self.max_bytes,
                      meta.get("target", folder.name))  # fmt: skip
-            _remove(folder)
-            total -= size
+            if _remove(folder):
+                total -= size
 
     def forget(self, target: str) -> int:
-        """Delete `target`'s exports (its model was deleted); how many there were."""
+        """Delete `target`'s exports (its model was deleted), and one still queued or running
+        once it is made; how many there were."""
         removed = 0
+        self._forgotten.add(target)
         with self._locked():
+            _clear(self.root, ".trash-")
             for folder, meta, _, _ in self.exports():
-                if meta.get("target") == target:
-                    _remove(folder)
+                if meta.get("target") == target and _remove(folder):
                     removed += 1
         with self._lock:
             self._failed.discard(target)
@@ -319,20 +342,18 @@ class GgufCache:
     def _watch(self, store: Any, every_s: float) -> None:
         from tunesmith.store import repo
 
-        since, seen = int(time.time()) - 1, set[str]()
+        started, seen = int(time.time()), set[str]()
         while not self._stop.wait(every_s):
+            since = max(started, int(time.time()) - WATCH_WINDOW_S)
             try:
-                jobs = repo.succeeded_since(store, since)
+                jobs = repo.succeeded_since(store, since, limit=1000)
             except Exception as exc:  # a store hiccup: look again next time
                 log.warning("looking for succeeded jobs to export failed: %s", exc)
                 continue
             for job in jobs:
                 if job.id not in seen and job.run_dir:
-                    seen.add(job.id)
                     self.prepare(str(job.run_dir))
-            if jobs:  # a second's overlap: jobs finished in the same second are not missed
-                since = max(since, max(int(j.finished_at or 0) for j in jobs) - 1)
-                seen = {j.id for j in jobs if int(j.finished_at or 0) >= since}
+            seen = {j.id for j in jobs if j.run_dir}  # what the window still holds
 
     def close(self) -> None:
         """Stop: a running export is killed (the next server starts it again)."""
@@ -362,14 +383,21 @@ def _read(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _remove(folder: Path) -> None:
-    """Gone at once for readers (a rename), then deleted."""
-    trash = folder.with_name(f".trash-{folder.name}-{os.getpid()}")
+def _remove(folder: Path) -> bool:
+    """Gone at once for readers (a rename), then deleted; whether it was there to delete."""
+    trash = folder.with_name(f".trash-{folder.name}-{os.getpid()}-{time.monotonic_ns()}")
     try:
         folder.rename(trash)
     except OSError:
-        return
+        return False
     shutil.rmtree(trash, ignore_errors=True)
+    return True
+
+
+def _clear(root: Path, prefix: str) -> None:
+    """Delete `root`'s folders named `prefix…`: leftovers, when their lock is held."""
+    for leftover in root.glob(f"{prefix}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _tail(path: Path, limit: int = 400) -> str:

@@ -343,3 +343,55 @@ def test_steps_run_in_arrival_order_on_one_thread() -> None:
     assert order == ["a", "b", "a"] and threads == {"llamacpp"}
     with pytest.raises(ValueError, match="boom"):
         steps.run(partial(int, "boom"))
+
+
+def test_a_base_moving_over_keeps_serving_its_adapters_on_torch(
+    made, tiny_model_dir, adapter_dirs, tmp_path, prompts
+):
+    """The base's export lands: the base moves to llama.cpp, its adapters (no export yet) stay
+    on the same torch model in memory, not reloaded; requests racing the move load the GGUF
+    once."""
+    source = Source()
+    opened: list[Path] = []
+
+    def factory(path: Path, context: int) -> FakeLlama:
+        opened.append(path)
+        return made["factory"](path, context)
+
+    pool = ModelPool(3, gguf_of=source, gguf_factory=factory)
+    base, adapter = str(tiny_model_dir), str(adapter_dirs[0])
+    try:
+        on_torch = pool.get(base).model
+        assert pool.get(adapter).model is on_torch and on_torch.engine == "torch"
+        gguf = tmp_path / "base.gguf"
+        gguf.write_bytes(b"GGUF")
+        source.files[base] = gguf
+        source.generation += 1
+        got: list[Any] = []
+        racers = [threading.Thread(target=lambda: got.append(pool.get(base))) for _ in range(4)]
+        for t in racers:
+            t.start()
+        for t in racers:
+            t.join(timeout=30)
+        assert len(got) == 4 and {s.model.engine for s in got} == {"llama.cpp"}
+        assert len({id(s) for s in got}) == 1 and opened == [gguf]  # loaded once
+        kept = pool.get(adapter)
+        assert kept.model is on_torch and on_torch.key in pool.models()  # not reloaded
+        assert kept.complete(prompts[0], GREEDY).completion_tokens > 0
+        assert pool.get(base).complete(prompts[1], GREEDY).text == "hello world"
+    finally:
+        pool.close()
+
+
+def test_a_request_racing_an_unload_goes_to_the_models_successor(
+    made, tiny_model_dir, tmp_path, prompts
+):
+    pool, _ = gguf_pool(made, tmp_path)
+    try:
+        served = pool.get(str(tiny_model_dir))
+        served.model.scheduler.close()  # unloaded after this request got its binding
+        pool.drop(str(tiny_model_dir))
+        done = served.complete(prompts[0], GREEDY)  # answered by a newly loaded model
+        assert done.text == "hello world"
+    finally:
+        pool.close()

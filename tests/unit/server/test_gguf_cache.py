@@ -19,6 +19,7 @@ def test_a_local_model_is_exported_once_in_the_background_then_reused(tiny_model
 
     target = str(tiny_model_dir)
     cache = GgufCache(tmp_path / "home", "f32")
+    (cache.root / ".export-left-by-a-killed-server").mkdir(parents=True)
     try:
         began = time.monotonic()
         assert cache(target) is None  # asking never waits: torch serves this request
@@ -35,7 +36,8 @@ def test_a_local_model_is_exported_once_in_the_background_then_reused(tiny_model
         assert (meta["target"], meta["quantize"]) == (target, "f32")
         other = GgufCache(tmp_path / "home", "f32")  # another server sharing the home
         assert other(target) == found and other.generation == 0
-        assert [p.name for p in cache.root.iterdir() if p.name.startswith(".")] == [".lock"]
+        leftovers = sorted(p.name for p in cache.root.iterdir() if p.name.startswith("."))
+        assert leftovers == [".export.lock", ".lock"]  # no temporary folder left
     finally:
         cache.close()
 
@@ -53,7 +55,7 @@ def test_an_export_that_fails_stays_on_torch_and_is_logged_once(tmp_path, caplog
         stays = [r.message for r in caplog.records if "with torch" in r.message]
         assert len(stays) == 1 and str(broken) in stays[0]
         assert cache.generation == 0
-        assert [p.name for p in cache.root.iterdir()] == [".lock"]  # nothing half-written left
+        assert sorted(p.name for p in cache.root.iterdir()) == [".export.lock"]  # nothing half-made
     finally:
         cache.close()
 
@@ -87,7 +89,9 @@ def test_the_cache_deletes_the_least_recently_served_exports_beyond_its_size(tmp
 def test_a_served_export_counts_as_recently_used(tmp_path):
     cache = GgufCache(tmp_path / "home")
     folder = _fake_export(cache, "a", "/runs/a", 100, used=1_000)
-    cache._touch(folder)
+    cache.used(tmp_path / "elsewhere" / "x.gguf")  # not one of the cache's: nothing
+    assert (folder / "used").stat().st_mtime == 1_000
+    cache.used(folder / "out" / "a.gguf")  # what the pool says for every request it serves
     assert (folder / "used").stat().st_mtime > 1_000_000
 
 
@@ -98,6 +102,24 @@ def test_forgetting_a_deleted_model_removes_its_exports_only(tmp_path):
     assert cache.forget("/runs/a") == 1
     assert not gone.exists() and checkpoint.exists()
     assert cache.forget("/runs/nothing") == 0
+
+
+def test_forgetting_neither_waits_for_an_export_nor_lets_a_queued_one_run(tmp_path):
+    import fcntl
+    import time
+
+    cache = GgufCache(tmp_path / "home")
+    made = _fake_export(cache, "a", "/runs/a", 100, used=1)
+    with (cache.root / ".export.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another server is exporting something for minutes
+        began = time.monotonic()
+        assert cache.forget("/runs/a") == 1 and not made.exists()
+        assert time.monotonic() - began < 2.0
+    try:
+        done = cache._enqueue("/runs/a", cache.root / "would-be")  # queued before the delete
+        assert done.wait(10) and not (cache.root / "would-be").exists()  # skipped
+    finally:
+        cache.close()
 
 
 def test_a_job_that_succeeds_is_exported_right_away(tmp_path):
@@ -161,6 +183,7 @@ def test_the_engine_setting(tmp_path, monkeypatch):
     assert app_module.gguf_source(ServerSettings(home=tmp_path, serve_engine="auto")) is None
     with pytest.raises(TunesmithError, match="llama-cpp-python is not installed"):
         app_module.gguf_source(ServerSettings(home=tmp_path, serve_engine="llamacpp"))
+
     monkeypatch.setattr("tunesmith.inference.llamacpp.available", lambda: True)
     monkeypatch.setattr(app_module, "_has_gpu", lambda: False)
     found = app_module.gguf_source(ServerSettings(home=tmp_path, serve_engine="auto"))
@@ -205,7 +228,11 @@ def test_a_server_on_llama_cpp_answers_the_first_request_while_it_exports(
 
     from tunesmith.server import create_app
 
+    def cannot_open(path, context):
+        raise ValueError(f"Failed to load model from file: {path}")
+
     monkeypatch.setattr("tunesmith.inference.llamacpp.available", lambda: True)
+    monkeypatch.setattr("tunesmith.inference.llamacpp.open_llama", cannot_open)
     monkeypatch.setattr(app_module, "_has_gpu", lambda: False)
     settings = make_server_settings(tmp_path / "home", tiny_model_dir, serve_engine="llamacpp")
     body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
@@ -213,10 +240,13 @@ def test_a_server_on_llama_cpp_answers_the_first_request_while_it_exports(
         cache = client.app.state.gguf
         assert isinstance(cache, GgufCache) and client.app.state.pool.gguf_of is cache
         assert any(t.name == "gguf-watch" and t.is_alive() for t in cache._threads)
+        pool, target = client.app.state.pool, str(tiny_model_dir)
         first = client.post("/v1/chat/completions", headers=A, json=body)
         assert first.status_code == 200, first.text
-        assert cache.wait(str(tiny_model_dir), timeout=120) is not None and cache.generation == 1
-        # llama-cpp-python is not really here: opening the export fails, torch answers
+        assert pool.get(target).model.engine == "torch"  # no export yet: torch answered
+        assert cache.wait(target, timeout=120) is not None and cache.generation == 1
+        # llama.cpp cannot open the export (forced here): torch answers, once asked again
         second = client.post("/v1/chat/completions", headers=A, json=body)
         assert second.status_code == 200, second.text
+        assert pool.get(target).model.engine == "torch" and target in pool._not_gguf
     assert not any(t.is_alive() for t in cache._threads)  # stopped with the server
