@@ -24,7 +24,10 @@ means "serve it through llama.cpp" (inference/llamacpp.py), None means "serve it
   exports, also one queued or running when it is deleted. Leftovers of a server killed
   mid-export are deleted by the next export.
 - Anything the exporter cannot write (an architecture GGUF has no mapping for here, a hub id)
-  stays on torch: the reason is logged once, the request is served all the same.
+  stays on torch: the reason is logged once, the request is served all the same. An export
+  that did not end by itself (killed: out of memory, the time bound) is tried again later
+  (`RETRY_AFTER_S`), at most `TRIES` times; the target is served by torch meanwhile.
+- The export child runs at a lower CPU priority (`NICE`): requests being served come first.
 Which targets get here at all is the operator's `serve_engine` (service.py): `torch` never asks.
 """
 
@@ -56,6 +59,9 @@ TIMEOUT_S = 4 * 3600.0  # one export, at most (as the job exports of server/expo
 WATCH_S = 5.0  # how often `watch` looks for newly succeeded jobs
 WATCH_WINDOW_S = 300  # how far back each look goes (the workers' clocks set finished_at)
 TOUCH_S = 60.0  # a served export's last-use time is written at most this often
+TRIES = 3  # exports of one target that did not end by themselves, before it stays on torch
+RETRY_AFTER_S = (600.0, 3600.0)  # the wait before the 2nd and the 3rd try
+NICE = 10  # the export child's niceness: serving first, exporting with what is left
 
 
 class GgufCache:
@@ -66,16 +72,20 @@ class GgufCache:
         *,
         max_bytes: int | None = 20 * 1024**3,
         timeout_s: float = TIMEOUT_S,
+        retry_after_s: tuple[float, ...] = RETRY_AFTER_S,
     ):
         self.root = home / "cache" / "gguf"
         self.quantize = quantize
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
+        self.retry_after_s = retry_after_s
         self.generation = 0  # +1 each time an export lands: the pool re-asks torch-served targets
         self._failed: set[str] = set()  # targets that stay on torch (logged once)
         self._pending: dict[str, threading.Event] = {}  # queued or running exports, by target
         self._touched: dict[Path, float] = {}
         self._forgotten: set[str] = set()  # deleted models: not exported, or deleted once made
+        self._tries: dict[str, int] = {}  # exports of a target that were killed, so far
+        self._retries: dict[str, threading.Timer] = {}  # the next try of each, when it is due
         self._lock = threading.Lock()
         self._jobs: queue.Queue[tuple[str, Path] | None] = queue.Queue()
         self._stop = threading.Event()
@@ -165,10 +175,11 @@ class GgufCache:
             done = self._pending.get(target)
             if done is not None:
                 return done
-            done = self._pending[target] = threading.Event()
-            if self._stop.is_set():
+            done = threading.Event()
+            if self._stop.is_set() or target in self._retries:  # a retry is already due later
                 done.set()
                 return done
+            self._pending[target] = done
             self._jobs.put((target, folder))
             self._threads = [t for t in self._threads if t.is_alive()]
             if not any(t.name == "gguf-export" for t in self._threads):
@@ -244,19 +255,45 @@ class GgufCache:
                         "%s exported for llama.cpp in %.1f s", target, time.monotonic() - started
                     )
                     return
-                why = (result.get("error") or {}).get("message") or (
-                    f"the export process ended with code {code}: {_tail(work / 'export.log')}"
-                )
-                self._stay(target, str(why))
+                if self._stop.is_set():  # the server is stopping: not the export's failure
+                    return
+                error = (result.get("error") or {}).get("message")
+                if error or code in (1, 2):  # it ended by itself: trying again ends the same
+                    why = error or f"the export failed: {_tail(work / 'export.log')}"
+                    self._stay(target, str(why))
+                    return
+                self._again(target, folder, "took longer than the time bound" if code is None
+                            else f"was killed (code {code}: out of memory?)")  # fmt: skip
             finally:
                 shutil.rmtree(work, ignore_errors=True)
+
+    def _again(self, target: str, folder: Path, why: str) -> None:
+        """The export of `target` was killed: try it again later, or give up after `TRIES`."""
+        with self._lock:
+            tries = self._tries[target] = self._tries.get(target, 0) + 1
+            if tries < TRIES and not self._stop.is_set() and target not in self._forgotten:
+                delay = self.retry_after_s[min(tries, len(self.retry_after_s)) - 1]
+                timer = threading.Timer(delay, self._retry, args=(target, folder))
+                timer.daemon = True
+                self._retries[target] = timer
+                timer.start()
+                log.warning("the GGUF export of %s %s; torch serves it, the export is tried "
+                            "again in %.0f s", target, why, delay)  # fmt: skip
+                return
+        self._stay(target, f"the export {why}, {tries} times")
+
+    def _retry(self, target: str, folder: Path) -> None:
+        with self._lock:
+            self._retries.pop(target, None)
+        if not self._stop.is_set() and target not in self._forgotten:
+            self._enqueue(target, folder)
 
     def _run_child(self, work: Path) -> int | None:
         command = [sys.executable, "-m", "tunesmith.server.export_task", str(work)]
         with open(work / "export.log", "wb") as logfile:
             child = subprocess.Popen(  # our interpreter and our module; no shell, no user text
                 command, stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,
+                preexec_fn=_background,
             )  # fmt: skip
             self._child = child
             started = time.monotonic()
@@ -326,6 +363,10 @@ class GgufCache:
                     removed += 1
         with self._lock:
             self._failed.discard(target)
+            self._tries.pop(target, None)
+            timer = self._retries.pop(target, None)
+            if timer is not None:
+                timer.cancel()
         return removed
 
     # -- jobs that succeed -------------------------------------------------------------------------
@@ -359,6 +400,10 @@ class GgufCache:
         """Stop: a running export is killed (the next server starts it again)."""
         self._stop.set()
         self._jobs.put(None)
+        with self._lock:
+            for timer in self._retries.values():
+                timer.cancel()
+            self._retries.clear()
         child = self._child
         if child is not None:
             with suppress(OSError):
@@ -368,6 +413,12 @@ class GgufCache:
         with self._lock:
             for done in self._pending.values():
                 done.set()
+
+
+def _background() -> None:  # runs in the export child before exec
+    die_with_parent()
+    with suppress(OSError):
+        os.nice(NICE)
 
 
 def _gguf_in(folder: Path) -> Path | None:

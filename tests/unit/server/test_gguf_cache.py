@@ -60,6 +60,91 @@ def test_an_export_that_fails_stays_on_torch_and_is_logged_once(tmp_path, caplog
         cache.close()
 
 
+def test_a_killed_export_is_tried_again_later_and_lands(tiny_model_dir, tmp_path, caplog):
+    import time
+
+    target = str(tiny_model_dir)
+    cache = GgufCache(tmp_path / "home", "f32", retry_after_s=(0.2,))
+    real = cache._run_child
+    runs: list[int | None] = []
+
+    def killed_once(work: Path) -> int | None:
+        if not runs:
+            runs.append(-9)  # the kernel's OOM killer: no result.json
+            return -9
+        runs.append(code := real(work))
+        return code
+
+    cache._run_child = killed_once  # type: ignore[method-assign]
+    try:
+        with caplog.at_level(logging.INFO, logger="tunesmith.server"):
+            assert cache.wait(target, timeout=30) is None  # the killed try: torch serves it
+            assert cache(target) is None  # not queued again before the retry is due
+            deadline = time.monotonic() + 120
+            while cache.generation == 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        assert runs == [-9, 0] and cache.generation == 1  # the pool moves it to llama.cpp
+        assert cache(target) is not None
+        warned = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warned) == 1 and "killed (code -9" in warned[0] and "again in" in warned[0]
+        assert not [r for r in caplog.records if "with torch, not llama.cpp" in r.message]
+    finally:
+        cache.close()
+
+
+def test_an_export_killed_every_time_stays_on_torch_after_its_tries(tmp_path, caplog):
+    import time
+
+    from tunesmith.server import gguf_cache
+
+    cache = GgufCache(tmp_path / "home", retry_after_s=(0.05, 0.05))
+    runs: list[Path] = []
+    cache._run_child = lambda work: runs.append(work) or None  # type: ignore[method-assign,func-returns-value]
+    folder = cache.root / "would-be"
+    try:
+        with caplog.at_level(logging.INFO, logger="tunesmith.server"):
+            cache._enqueue("/runs/a", folder)
+            deadline = time.monotonic() + 60
+            while "/runs/a" not in cache._failed and time.monotonic() < deadline:
+                time.sleep(0.02)
+        assert len(runs) == gguf_cache.TRIES and "/runs/a" in cache._failed
+        stays = [r.message for r in caplog.records if "with torch, not llama.cpp" in r.message]
+        assert len(stays) == 1 and f"{gguf_cache.TRIES} times" in stays[0]
+        assert not folder.exists()
+    finally:
+        cache.close()
+
+
+def test_forgetting_a_model_cancels_its_retry(tmp_path):
+    import time
+
+    cache = GgufCache(tmp_path / "home", retry_after_s=(0.2,))
+    runs: list[Path] = []
+    cache._run_child = lambda work: runs.append(work) or -9  # type: ignore[method-assign,func-returns-value]
+    try:
+        cache._enqueue("/runs/a", cache.root / "would-be").wait(10)
+        assert runs and "/runs/a" in cache._retries
+        cache.forget("/runs/a")
+        time.sleep(0.5)
+        assert len(runs) == 1 and not cache._retries
+    finally:
+        cache.close()
+
+
+def test_the_export_child_runs_below_the_server_s_priority():
+    import os
+    import subprocess
+    import sys
+
+    from tunesmith.server import gguf_cache
+
+    out = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.nice(0))"],
+        preexec_fn=gguf_cache._background, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert int(out.stdout) == min(19, os.nice(0) + gguf_cache.NICE)
+
+
 def _fake_export(cache: GgufCache, name: str, target: str, size: int, used: float) -> Path:
     import json
     import os
