@@ -11,101 +11,16 @@ width) and leave as soon as they finish (`select`), after which columns that are
 every remaining row are cut off again. Rows of one batch may each use another LoRA adapter,
 one adapter name per row (`__base__` for none): through `mixed` (multi_lora.py, the fused
 path) where it covers the model, else through peft's mixed-adapter inference.
-The KV cache grows in place (`GrowingLayer`): each step writes its column into room kept at
-the end of every layer's keys and values, where transformers' `DynamicLayer` concatenates (a
-copy of the whole cache, of every layer, at every step: with 8 rows of a few hundred tokens
-some hundred MB a step on the default model).
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 from typing import Any
 
 from tunesmith.inference.multi_lora import BASE  # "no adapter" (peft's name for it too)
 
-__all__ = ["BASE", "Batch", "cache_kwarg", "growing_cache", "growing_layer"]
-
-ROOM = 64  # columns of room a layer's cache grows by: one copy every ROOM steps, not every step
-
-
-@functools.cache
-def growing_layer() -> type:
-    """The `GrowingLayer` class (made on first use: transformers is imported only then)."""
-    from transformers.cache_utils import DynamicLayer
-
-    class GrowingLayer(DynamicLayer):
-        """A `DynamicLayer` whose keys and values are views of larger buffers: a step writes
-        into the room left at the end (see the module docstring). Whatever is assigned to
-        `keys` / `values` (batch.py's merge and select, transformers' own reordering) becomes
-        the new content with no room: the next update copies it once into a larger buffer, so
-        nothing ever writes into a tensor someone else handed over."""
-
-        def __init__(self, *args: Any, **kwargs: Any):
-            self._k: Any = None  # buffers: the first `_kn` / `_vn` columns are the content
-            self._v: Any = None
-            self._kn = self._vn = 0
-            super().__init__(*args, **kwargs)
-
-        @property
-        def keys(self) -> Any:
-            return _columns(self._k, self._kn)
-
-        @keys.setter
-        def keys(self, value: Any) -> None:
-            self._k, self._kn = value, _width(value)
-
-        @property
-        def values(self) -> Any:
-            return _columns(self._v, self._vn)
-
-        @values.setter
-        def values(self, value: Any) -> None:
-            self._v, self._vn = value, _width(value)
-
-        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> Any:
-            import torch
-
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            n, new = self._kn, int(key_states.shape[-2])
-            have = min(_width(self._k), _width(self._v))
-            if n + new > have or self._vn != n or self._k.shape[:2] != key_states.shape[:2]:
-                shape = (*key_states.shape[:2], n + new + ROOM, key_states.shape[-1])
-                k = torch.empty(shape, dtype=key_states.dtype, device=key_states.device)
-                v = torch.empty(
-                    (*shape[:3], value_states.shape[-1]),
-                    dtype=value_states.dtype,
-                    device=value_states.device,
-                )
-                if n:
-                    k[:, :, :n].copy_(self._k[:, :, :n])
-                    v[:, :, :n].copy_(self._v[:, :, :n])
-                self._k, self._v = k, v
-            self._k[:, :, n : n + new].copy_(key_states)
-            self._v[:, :, n : n + new].copy_(value_states)
-            self._kn = self._vn = n + new
-            return self.keys, self.values
-
-    return GrowingLayer
-
-
-def _width(t: Any) -> int:
-    return 0 if t is None or t.dim() < 4 else int(t.shape[-2])
-
-
-def _columns(t: Any, n: int) -> Any:
-    return t if t is None or t.dim() < 4 else t[:, :, :n]
-
-
-def growing_cache() -> Any:
-    """A transformers `DynamicCache` made of `GrowingLayer`s."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    cache.layer_class_to_replicate = growing_layer()
-    return cache
+__all__ = ["BASE", "Batch", "cache_kwarg"]
 
 
 def _inner(model: Any) -> Any:
@@ -156,6 +71,7 @@ class Batch:
     ) -> Any:
         """Start this (empty) batch with `prompts`; returns the logits of each row's next token."""
         import torch
+        from transformers import DynamicCache
 
         assert len(self) == 0 and prompts
         width = max(len(p) for p in prompts)
@@ -168,7 +84,7 @@ class Batch:
         positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
         self.positions = positions[:, -1] + 1
         self.adapters = list(adapters)
-        self.cache = growing_cache()  # full-length layers only: rows can be merged and dropped
+        self.cache = DynamicCache()  # full-length layers only: rows can be merged and dropped
         return self._forward(model, mixed, ids.to(self.device), positions, logits_to_keep=1)
 
     def step(self, model: Any, tokens: list[int], mixed: Any = None) -> Any:

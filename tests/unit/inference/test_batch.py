@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from tunesmith.inference import batch as batch_module
 from tunesmith.inference.batch import BASE, Batch
 
 FORCED = [17, 42, 5, 99, 230, 8]  # the tokens fed after each prompt, the same for every row
@@ -52,9 +51,7 @@ def test_padded_mixed_batch_matches_each_row_alone(model, prompts) -> None:
     assert not torch.allclose(first[0], first[1]) and not torch.allclose(first[1], first[2])
 
 
-@pytest.mark.parametrize("room", [1, 64])  # 1: the cache grows into a new buffer at every step
-def test_rows_join_and_leave_between_steps(model, prompts, room, monkeypatch) -> None:
-    monkeypatch.setattr(batch_module, "ROOM", room)
+def test_rows_join_and_leave_between_steps(model, prompts) -> None:
     with torch.inference_mode():
         b = Batch(model)
         logits = b.prefill(model, [prompts[1], prompts[0]], [BASE, "a1"])
@@ -86,30 +83,6 @@ def test_rows_join_and_leave_between_steps(model, prompts, room, monkeypatch) ->
     for r, want in wants.items():
         assert len(got[r]) == len(want)
         assert all(close(g, w) for g, w in zip(got[r], want, strict=True)), f"row {r}"
-
-
-def test_the_cache_grows_in_place_not_by_a_copy_of_it_per_step(model, prompts, monkeypatch):
-    from transformers import DynamicCache
-
-    monkeypatch.setattr(batch_module, "ROOM", 3)
-    buffers, got = [], []
-    with torch.inference_mode():
-        b = Batch(model)
-        got.append(b.prefill(model, prompts[:2], ["a0", BASE]))
-        layer = b.cache.layers[0]
-        buffers.append(layer._k.data_ptr())
-        for t in FORCED:
-            got.append(b.step(model, [t, t]))
-            buffers.append(layer._k.data_ptr())
-        assert layer.keys.shape[-2] == b.mask.shape[1] == layer.values.shape[-2]
-        plain = Batch(model)  # transformers' own cache: a concatenation per step
-        monkeypatch.setattr(batch_module, "growing_cache", DynamicCache)
-        want = [plain.prefill(model, prompts[:2], ["a0", BASE])]
-        want += [plain.step(model, [t, t]) for t in FORCED]
-    # 3 columns of room: steps 1-3 write in place, step 4 moves to a larger buffer, 5-6 in place
-    assert buffers[:4] == [buffers[0]] * 4 and buffers[4:] == [buffers[4]] * 3
-    assert buffers[4] != buffers[0]
-    assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
 
 
 def test_a_plain_model_runs_without_adapter_names(tiny_model_dir: Path, prompts) -> None:
