@@ -140,18 +140,14 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def server_env(engine: str = "torch") -> dict[str, str]:
-    """The environment `tunesmith serve` gives itself for `engine` (service.openmp_sleeps):
-    OMP_WAIT_POLICY=PASSIVE for our torch engine (OpenMP workers that spin after each parallel
-    region starve the server's other threads; measured here under a load of 3-4, a decoding
-    step took 5x longer with spinning workers), left alone for llama.cpp (PASSIVE turns each of
-    its barriers into a sleep: 31 instead of 87 tokens/s through the server)."""
-    from tunesmith.service import openmp_sleeps
+    """The environment `tunesmith serve` gives itself for `engine` (service.openmp_env): a
+    short OpenMP spin for our torch engine, libgomp's default for llama.cpp."""
+    from tunesmith.service import openmp_env
 
     # The engine is pinned for each server: with llama-cpp-python installed the default
     # `serve_engine: auto` would serve the torch rows' adapters through llama.cpp too.
     env = {**os.environ, "TUNESMITH_SERVE_ENGINE": engine}
-    if openmp_sleeps(engine):
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    env.update(openmp_env(engine, env))
     return env
 
 

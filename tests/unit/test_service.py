@@ -28,12 +28,18 @@ def test_paths_and_database_default_to_the_home(tmp_path: Path) -> None:
     assert ServerSettings(home=tmp_path, db="postgresql://x/y").db_url == "postgresql://x/y"
 
 
-def test_openmp_workers_sleep_for_the_torch_engine_not_for_llama_cpp(monkeypatch):
+def test_openmp_workers_spin_briefly_for_the_torch_engine_not_for_llama_cpp(monkeypatch):
     import importlib.util
 
-    from tunesmith.service import openmp_sleeps
+    from tunesmith.service import OPENMP_SPINS, openmp_env
 
-    assert openmp_sleeps("torch") and not openmp_sleeps("llamacpp")
+    def spins_briefly(engine: str) -> bool:
+        spin = {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": OPENMP_SPINS}
+        return openmp_env(engine, {}) == spin
+
+    assert spins_briefly("torch") and openmp_env("llamacpp", {}) == {}
+    assert openmp_env("torch", {"OMP_WAIT_POLICY": "PASSIVE"}) == {}  # the user's choice stays
+    assert openmp_env("torch", {"GOMP_SPINCOUNT": "0"}) == {}
     real = importlib.util.find_spec
     for installed in (True, False):
         monkeypatch.setattr(
@@ -43,4 +49,4 @@ def test_openmp_workers_sleep_for_the_torch_engine_not_for_llama_cpp(monkeypatch
                 (object() if on else None) if name == "llama_cpp" else real(name, *a)
             ),
         )
-        assert openmp_sleeps("auto") is (not installed)  # auto decodes with llama.cpp if it can
+        assert spins_briefly("auto") is (not installed)  # auto decodes with llama.cpp if it can

@@ -34,13 +34,13 @@ def serve(
     workers: int = typer.Option(0, min=0, max=64, help="Local workers to start beside it."),
 ) -> None:
     """Serve the files, fine-tuning, models and chat-completions API."""
-    from tunesmith.service import openmp_sleeps
+    from tunesmith.service import openmp_env
 
     settings = _settings(db, home)
     # The workers train: they keep the environment as it was (OpenMP as the user set it).
     env = {**os.environ, "TUNESMITH_HOME": str(settings.home)}  # type: ignore[attr-defined]
-    if openmp_sleeps(settings.serve_engine):  # type: ignore[attr-defined]
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads
+    # OpenMP for decoding, before torch loads:
+    os.environ.update(openmp_env(settings.serve_engine))  # type: ignore[attr-defined]
     import uvicorn
 
     from tunesmith.server import create_app
