@@ -43,7 +43,7 @@ from tunesmith.inference.llamacpp import Factory, LlamaCppScheduler
 from tunesmith.inference.loading import LOADING
 from tunesmith.inference.packed import Precision, choose, pack_linears
 from tunesmith.inference.sampling import Sampler
-from tunesmith.inference.scheduler import Closed, Request, Scheduler, results
+from tunesmith.inference.scheduler import Closed, Request, Scheduler, Sink, results
 from tunesmith.models.load import LoadedModel, load_model, load_tokenizer, stop_token_ids
 
 log = logging.getLogger("tunesmith.server")
@@ -89,7 +89,7 @@ class Served:
         settings: GenerationSettings,
         stops: Sequence[str] = (),
         *,
-        sink: queue.Queue[Any] | None = None,
+        sink: Sink | None = None,
         tag: Any = 0,
     ) -> Request:
         """Queue one sequence; its pieces and its `Completion` arrive in `sink` as (tag, item)."""
@@ -123,9 +123,10 @@ class Served:
         self, ids: list[int], settings: GenerationSettings, stops: Sequence[str] = ()
     ) -> Completion:
         """Generate one reply and wait for it."""
-        request = self.submit(ids, settings, stops)
+        sink: queue.Queue[Any] = queue.Queue()
+        request = self.submit(ids, settings, stops, sink=sink)
         try:
-            return next(c for _, c in results(request.sink, 1) if isinstance(c, Completion))
+            return next(c for _, c in results(sink, 1) if isinstance(c, Completion))
         finally:
             request.cancel()
 
@@ -133,9 +134,10 @@ class Served:
         self, ids: list[int], settings: GenerationSettings, stops: Sequence[str] = ()
     ) -> Iterator[str | Completion]:
         """Text pieces as they are generated, then the `Completion`; closing it early cancels."""
-        request = self.submit(ids, settings, stops)
+        sink: queue.Queue[Any] = queue.Queue()
+        request = self.submit(ids, settings, stops, sink=sink)
         try:
-            for _, item in results(request.sink, 1):
+            for _, item in results(sink, 1):
                 yield item
         finally:
             request.cancel()

@@ -22,13 +22,24 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from tunesmith.inference.batch import BASE, Batch, cache_kwarg
 from tunesmith.inference.completion import Completion, TextStream
 from tunesmith.inference.sampling import Sampler, pick_all
 
 Item = str | Completion | BaseException
+
+
+class Sink(Protocol):
+    """Where a request's `(tag, item)`s go: a `queue.Queue`, or the server's `AsyncSink`
+    (server/streaming.py) that hands them to the event loop without a waiting thread."""
+
+    def put(self, item: tuple[Any, Item], /) -> None: ...
+
+
+def new_sink() -> queue.Queue[tuple[Any, Item]]:
+    return queue.Queue()
 
 
 @dataclass(eq=False)
@@ -40,7 +51,7 @@ class Request:
     text: TextStream
     sampler: Sampler
     adapter: str = BASE
-    sink: queue.Queue[tuple[Any, Item]] = field(default_factory=queue.Queue)
+    sink: Sink = field(default_factory=new_sink)
     tag: Any = 0
     on_done: Callable[[], None] | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)

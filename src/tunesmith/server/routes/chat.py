@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -108,17 +108,18 @@ def _check_context(served: Any, ids: list[int], settings: Any) -> None:
 
 
 def _submit(
-    served: Any, model: str, jobs: list[tuple[Any, list[int], Any]], stops: list[str]
-) -> tuple[Any, list[Any]]:
+    served: Any,
+    model: str,
+    jobs: list[tuple[Any, list[int], Any]],
+    stops: list[str],
+    sink: Any,
+) -> list[Any]:
     """Queue every (tag, ids, settings) on the engine at once, so the choices of one call (and
-    the calls of other clients) are generated in one batch. Returns the shared sink and the
+    the calls of other clients) are generated in one batch, into the shared `sink`. Returns the
     requests (cancel them when the client goes away)."""
-    import queue
-
     from tunesmith.errors import TunesmithError
     from tunesmith.server.errors import log
 
-    sink: queue.Queue[Any] = queue.Queue()
     requests: list[Any] = []
     try:
         for tag, ids, settings in jobs:
@@ -130,7 +131,7 @@ def _submit(
     except BaseException:
         _cancel(requests)
         raise
-    return sink, requests
+    return requests
 
 
 def _cancel(requests: list[Any]) -> None:
@@ -138,11 +139,18 @@ def _cancel(requests: list[Any]) -> None:
         r.cancel()
 
 
-def _gather(sink: Any, requests: list[Any]) -> dict[Any, Any]:
-    """The `Completion` of every request, by tag."""
+def _gather(
+    served: Any, model: str, jobs: list[tuple[Any, list[int], Any]], stops: list[str]
+) -> dict[Any, Any]:
+    """Run the jobs and wait: the `Completion` of every request, by tag. (A plain handler runs
+    in Starlette's thread pool: blocking on a queue here is fine.)"""
+    import queue
+
     from tunesmith.inference.completion import Completion
     from tunesmith.inference.scheduler import results
 
+    sink: queue.Queue[Any] = queue.Queue()
+    requests = _submit(served, model, jobs, stops, sink)
     try:
         return {
             tag: item for tag, item in results(sink, len(requests)) if isinstance(item, Completion)
@@ -151,9 +159,23 @@ def _gather(sink: Any, requests: list[Any]) -> dict[Any, Any]:
         _cancel(requests)
 
 
-def _sse(chunks: Iterator[dict[str, Any]]) -> StreamingResponse:
-    def body() -> Iterator[bytes]:
-        for chunk in chunks:
+def _stream(
+    served: Any, model: str, jobs: list[tuple[Any, list[int], Any]], stops: list[str]
+) -> tuple[Any, list[Any]]:
+    """Queue the jobs for a streamed answer: their pieces go to an `AsyncSink` that the
+    response reads on the event loop (no thread waits per stream). The handler runs in
+    Starlette's thread pool, so the sink is made on the loop."""
+    import anyio.from_thread
+
+    from tunesmith.server.streaming import AsyncSink
+
+    sink = anyio.from_thread.run_sync(AsyncSink)
+    return sink, _submit(served, model, jobs, stops, sink)
+
+
+def _sse(chunks: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+    async def body() -> AsyncIterator[bytes]:
+        async for chunk in chunks:
             yield f"data: {json.dumps(chunk)}\n\n".encode()
         yield b"data: [DONE]\n\n"
 
@@ -176,7 +198,7 @@ def chat(
 ) -> dict[str, Any] | StreamingResponse:
     from tunesmith.inference import prompt_ids
     from tunesmith.inference.completion import Completion
-    from tunesmith.inference.scheduler import results
+    from tunesmith.server.streaming import aresults
 
     settings = _settings(request, body, body.max_completion_tokens or body.max_tokens)
     stops = _stops(body.stop)
@@ -199,7 +221,6 @@ def chat(
     cid, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
     head = {"id": cid, "created": created, "model": body.model, "system_fingerprint": None}
     jobs = [(i, ids, _seed(settings, i)) for i in range(n)]
-    sink, requests = _submit(served, body.model, jobs, stops)
 
     def chunk(i: int, delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
         choice = {"index": i, "delta": delta, "finish_reason": reason, "logprobs": None}
@@ -207,13 +228,14 @@ def chat(
 
     if body.stream:
         usage_wanted = bool((body.stream_options or {}).get("include_usage"))
+        sink, requests = _stream(served, body.model, jobs, stops)
 
-        def chunks() -> Iterator[dict[str, Any]]:
+        async def chunks() -> AsyncIterator[dict[str, Any]]:
             completion = 0
             try:
                 for i in range(n):
                     yield chunk(i, {"role": "assistant", "content": ""})
-                for i, item in results(sink, n):  # the choices' pieces as they come
+                async for i, item in aresults(sink, n):  # the choices' pieces as they come
                     if isinstance(item, Completion):
                         completion += item.completion_tokens
                         yield chunk(i, {}, item.finish_reason)
@@ -231,7 +253,7 @@ def chat(
 
         return _sse(chunks())
 
-    done = _gather(sink, requests)
+    done = _gather(served, body.model, jobs, stops)
     choices = [
         {
             "index": i,
@@ -263,7 +285,7 @@ def completions(
     request: Request, body: CompletionRequest, project: str = Depends(project_of)
 ) -> dict[str, Any] | StreamingResponse:
     from tunesmith.inference.completion import Completion
-    from tunesmith.inference.scheduler import results
+    from tunesmith.server.streaming import aresults
 
     prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
     if not prompts or len(prompts) > 16:
@@ -283,16 +305,16 @@ def completions(
     cid, created = f"cmpl-{secrets.token_hex(12)}", int(time.time())
     head = {"id": cid, "object": "text_completion", "created": created, "model": body.model}
     jobs = [(p * n + i, ids, _seed(settings, i)) for p, ids in enumerate(encoded) for i in range(n)]
-    sink, requests = _submit(served, body.model, jobs, stops)
 
     def choice(index: int, text: str, reason: str | None) -> dict[str, Any]:
         return {"text": text, "index": index, "logprobs": None, "finish_reason": reason}
 
     if body.stream:
+        sink, requests = _stream(served, body.model, jobs, stops)
 
-        def chunks() -> Iterator[dict[str, Any]]:
+        async def chunks() -> AsyncIterator[dict[str, Any]]:
             try:
-                for index, item in results(sink, len(jobs)):
+                async for index, item in aresults(sink, len(jobs)):
                     if isinstance(item, Completion):
                         yield {**head, "choices": [choice(index, "", item.finish_reason)]}
                     else:
@@ -301,7 +323,7 @@ def completions(
                 _cancel(requests)
 
         return _sse(chunks())
-    done = _gather(sink, requests)
+    done = _gather(served, body.model, jobs, stops)
     choices = [choice(k, done[k].text, done[k].finish_reason) for k in range(len(jobs))]
     prompt_tokens = sum(len(ids) for ids in encoded)  # each prompt once, whatever n
     completion_tokens = sum(c.completion_tokens for c in done.values())
