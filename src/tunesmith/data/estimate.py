@@ -20,6 +20,7 @@ from tunesmith.data.report import ValidationReport
 SETUP_S = 5.0  # loading the model and tokenizing before the first step (default model, CPU)
 MEMORY_BW = 10e9  # bytes/s a decode step reads the weights at (2-core CPU: ~10 GB/s measured)
 COMPARE_BATCH = 16  # compare_models' batch size
+QUICK_S = 300.0  # a budget a long run is offered instead of half its time: five minutes
 
 
 def add_estimates(
@@ -149,7 +150,8 @@ def add_estimates(
         }
     else:
         full = SETUP_S + train_s + val_s
-        budget = _nice_budget(full / 2)
+        # a long run is offered the quick budget (minutes, as the demo takes); a short one, half
+        budget = _nice_budget(QUICK_S if full > 2 * QUICK_S else full / 2)
         if budget is not None:
             fit = auto.fit_steps_to_budget(budget_s=budget, **fit_args)
             report.estimate["budget_hint"] = (

@@ -326,3 +326,27 @@ def test_chunks_hold_a_bounded_number_of_characters():
     long = Conversation((Message("user", "q"), Message("assistant", "x" * (8 << 20))))
     sizes = [len(c) for c in validate_mod._chunks(iter([long] * 10), 512)]
     assert sizes == [4, 4, 2]  # cut at CHUNK_CHARS (32 Mi characters), not at 512 rows
+
+
+@pytest.mark.parametrize(
+    ("flops", "offered"),
+    [
+        (2e7, "--time-budget 5m"),  # a run of many minutes is offered the quick budget
+        (4e8, None),  # a run of a few minutes is offered half its time
+    ],
+)
+def test_without_a_budget_the_estimate_says_what_one_would_change(
+    write_jsonl, tiny_tokenizer, flops, offered
+):
+    report, state = validate(write_jsonl(chat_rows(200)), tiny_tokenizer, max_seq_len=256)
+    add_estimates(report, n_params=1_000_000, lengths=state.stats.total, flops_per_second=flops)
+    est = report.estimate
+    full = est["seconds"]
+    hint = est["budget_hint"]
+    budget_min = int(hint.split()[1].rstrip("m"))
+    if offered:
+        assert full > 600 and hint.startswith(offered)
+    else:
+        assert 120 <= full <= 600 and budget_min == round(full / 2 / 60)
+    steps = int(hint.split("would train ")[1].split(" of ")[0])
+    assert 0 < steps < report.hyperparameters["total_steps"]
