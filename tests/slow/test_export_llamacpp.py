@@ -2,7 +2,7 @@
 
 Issue 11 item 20: by hand, the demo's q8_0 export gave tunesmith's answer on 89 of 100 held-out
 prompts in llama.cpp, and the same main metric (json_fields 74.8 % vs 75 %). This keeps it
-that way. Slow: trains the demo run (40 LoRA steps on the default model) unless
+that way. Slow: trains the demo run (the demo's LoRA steps on the default model) unless
 TUNESMITH_DEMO_RUN names a finished demo run, exports it as q8_0, answers the demo's held-out
 prompts greedily through tunesmith (the merged float32 model) and through llama.cpp (the GGUF,
 its own chat template and stop tokens), and compares the answers and the main metric.

@@ -17,8 +17,10 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from tunesmith.auto import EVAL_BATCH_ROWS
 from tunesmith.cli.app import app, console
 from tunesmith.cli.progress import EventView
+from tunesmith.demo import DEMO_MAX_STEPS
 
 METRICS_HELP = (
     "Comma-separated: exact_match, contains, regex:PATTERN, json_valid, json_schema, "
@@ -107,7 +109,7 @@ def eval_command(
         False, "--force", help="Replace the report already in --output-dir."
     ),
     max_new_tokens: int | None = typer.Option(None, min=1, help="Default: from the references."),
-    batch_size: int = typer.Option(16, min=1),
+    batch_size: int = typer.Option(EVAL_BATCH_ROWS, min=1, help="Prompts per batch, at most."),
     limit: int | None = typer.Option(None, min=1, help="Only the first N examples."),
     reference: str | None = typer.Option(
         None, help="Forgetting reference set: bundled (default), sharegpt, or a chat file."
@@ -203,7 +205,9 @@ def compare(
 @app.command()
 def demo(
     output_dir: Path = typer.Option(Path("tunesmith-demo"), help="Where the run goes."),
-    max_steps: int | None = typer.Option(None, min=1, help="Training steps (default 40)."),
+    max_steps: int | None = typer.Option(
+        None, min=1, help=f"Training steps (default {DEMO_MAX_STEPS})."
+    ),
     no_prompt_cost: bool = typer.Option(
         False, "--no-prompt-cost", help="Skip the prompt-cost view (faster)."
     ),

@@ -19,7 +19,6 @@ from tunesmith.data.report import ValidationReport
 
 SETUP_S = 5.0  # loading the model and tokenizing before the first step (default model, CPU)
 MEMORY_BW = 10e9  # bytes/s a decode step reads the weights at (2-core CPU: ~10 GB/s measured)
-COMPARE_BATCH = 16  # compare_models' batch size
 QUICK_S = 300.0  # a budget a long run is offered instead of half its time: five minutes
 
 
@@ -182,15 +181,20 @@ def _compare_seconds(
 ) -> float | None:
     """The base-vs-tuned comparison on the held-out file: both models read every prompt and
     decode up to the answer budget (answers 25 % + 16 tokens longer than the longest
-    reference), in batches of 16; a decode step costs reading the weights plus its FLOPs."""
+    reference), in generation's batches (auto.EVAL_BATCH_ROWS prompts, EVAL_BATCH_TOKENS
+    tokens); a decode step costs reading the weights plus its FLOPs."""
     if not val_lengths:
         return None
     tokens = report.stats.get("tokens") or {}
     longest = float((tokens.get("trained") or {}).get("max") or 64)
     new_tokens = min(512.0, longest * 1.25 + 16)
+    from tunesmith.auto import EVAL_BATCH_ROWS, EVAL_BATCH_TOKENS
+
     n = len(val_lengths)
-    batches = math.ceil(n / COMPARE_BATCH)
-    step_s = 4 * n_params / MEMORY_BW + 2 * n_params * COMPARE_BATCH / max(flops, 1.0)
+    width = sum(val_lengths) / n + new_tokens  # a typical batch: prompts are sorted by length
+    rows = max(1, min(EVAL_BATCH_ROWS, n, int(EVAL_BATCH_TOKENS // width)))
+    batches = math.ceil(n / rows)
+    step_s = 4 * n_params / MEMORY_BW + 2 * n_params * rows / max(flops, 1.0)
     prefill_s = sum(val_lengths) / max(val_rate, 1e-9)
     return 2 * (prefill_s + batches * new_tokens * step_s)
 

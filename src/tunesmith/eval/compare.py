@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from tunesmith import events
+from tunesmith.auto import EVAL_BATCH_ROWS
 from tunesmith.config import PREFERENCE_METHODS
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.eval.answers import answer, default_max_new_tokens, label, load_for_eval
@@ -103,7 +104,7 @@ def compare_models(
     main_metric: str | None = None,
     schema: dict[str, Any] | None = None,
     max_new_tokens: int | None = None,
-    batch_size: int = 16,
+    batch_size: int = EVAL_BATCH_ROWS,
     seed: int = 0,
     loss: bool = True,
     reference: str | Path | bool | None = None,
@@ -469,7 +470,7 @@ def _compare_reinforcement(
         temperature=float(rl.get("temperature") or 1.0),
         max_new_tokens=int(options.get("max_new_tokens") or rl.get("max_new_tokens") or 256),
         seed=int(options.get("seed", 0)),
-        batch_size=int(options.get("batch_size", 16)),
+        batch_size=int(options.get("batch_size", EVAL_BATCH_ROWS)),
         reference=reference,
         forgetting_threshold=options.get("forgetting_threshold"),
         on_event=on_event,

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith import events
+from tunesmith.auto import EVAL_BATCH_ROWS
 from tunesmith.data.records import Prompt
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.eval.answers import label, load_for_eval
@@ -194,7 +195,7 @@ def reward_comparison(
     temperature: float = 1.0,
     max_new_tokens: int = 256,
     seed: int = 0,
-    batch_size: int = 16,
+    batch_size: int = EVAL_BATCH_ROWS,
     reference: str | Path | bool | None = None,
     forgetting_threshold: float | None = None,
     on_event: Reporter | None = None,

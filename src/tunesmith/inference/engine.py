@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunesmith import events
+from tunesmith.auto import EVAL_BATCH_ROWS, EVAL_BATCH_TOKENS
 from tunesmith.events import Reporter
 from tunesmith.models.load import stop_token_ids
 
@@ -25,7 +26,23 @@ class GenerationSettings:
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     seed: int | None = 0
-    batch_size: int = 8
+    batch_size: int = EVAL_BATCH_ROWS  # prompts per batch, at most
+    batch_tokens: int = EVAL_BATCH_TOKENS  # rows x (prompt + max_new_tokens), at most
+
+
+def batches(lengths: Sequence[int], rows: int, tokens: int, new_tokens: int) -> list[list[int]]:
+    """Indices of prompts grouped for batched generation, shortest first (little padding):
+    at most `rows` prompts and `tokens` tokens (rows x (longest prompt + new tokens)) each; a
+    prompt longer than the budget goes alone."""
+    out: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda k: lengths[k]):
+        group = out[-1] if out else None
+        width = lengths[i] + new_tokens  # the longest so far: prompts come shortest first
+        if group is None or len(group) >= max(1, rows) or (len(group) + 1) * width > tokens:
+            out.append([i])
+        else:
+            group.append(i)
+    return out
 
 
 def prompt_ids(tokenizer: Any, messages: ChatMessages) -> list[int]:
@@ -73,13 +90,14 @@ def generate(
     stops = set(kwargs["eos_token_id"])
     pad = tokenizer.pad_token_id
     encoded = [prompt_ids(tokenizer, conv) for conv in conversations]
-    # Sort by length so batches waste little padding; restore order at the end.
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    groups = batches(
+        [len(e) for e in encoded], settings.batch_size, settings.batch_tokens,
+        settings.max_new_tokens,
+    )  # fmt: skip
     replies: dict[int, str] = {}
     report = events.reporter(on_event)
     report(events.progress(phase, 0, len(encoded), text))
-    for start in range(0, len(order), max(1, settings.batch_size)):
-        idx = order[start : start + settings.batch_size]
+    for idx in groups:
         width = max(len(encoded[i]) for i in idx)
         input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
         attention = torch.zeros((len(idx), width), dtype=torch.long)
